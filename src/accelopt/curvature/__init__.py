@@ -1,0 +1,1 @@
+"""Hessian-vector products, negative-curvature searches and NC step rules (torch only)."""

@@ -1,0 +1,1 @@
+"""Optimizers: the NC-escape wrapper and its GOSE / ANCM / Combined presets (torch only)."""
