@@ -1,0 +1,116 @@
+"""Lightning callbacks: the training-only epoch timer and the recorder behind ``metrics.json``."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import lightning as L
+import torch
+
+
+def _sync(pl_module: L.LightningModule) -> None:
+    if pl_module.device.type == "cuda":
+        torch.cuda.synchronize(pl_module.device)
+
+
+class EpochTimer(L.Callback):
+    """Logs ``time/epoch_s``: wall time of the training part of each epoch.
+
+    The clock runs from the start of the training epoch and pauses while validation runs inside
+    it (Lightning validates before ``on_train_epoch_end``), so evaluation is excluded.
+    """
+
+    def __init__(self) -> None:
+        self._start: float | None = None
+        self._elapsed = 0.0
+        self._in_epoch = False
+        self.last_epoch_s = math.nan
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        _sync(pl_module)
+        self._elapsed, self._start, self._in_epoch = 0.0, time.perf_counter(), True
+
+    def _pause(self, pl_module: L.LightningModule) -> None:
+        if self._start is not None:
+            _sync(pl_module)
+            self._elapsed += time.perf_counter() - self._start
+            self._start = None
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._pause(pl_module)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._in_epoch:
+            self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._pause(pl_module)
+        self._in_epoch = False
+        self.last_epoch_s = self._elapsed
+        pl_module.log("time/epoch_s", self._elapsed, on_step=False, on_epoch=True)
+
+
+EPOCH_KEYS = ("val/loss", "val/acc", "test/loss", "test/acc")
+
+
+class RunRecorder(L.Callback):
+    """Collects what ``metrics.json`` holds: per-step training loss and per-epoch metrics.
+
+    Reads the module's per-step losses (``pl_module.step_losses``), the evaluation metrics
+    Lightning gathered, the epoch timer and, for NC optimizers, the optimizer's counters.
+    Its state is saved in checkpoints, so a resumed run keeps its history.
+    """
+
+    def __init__(self, timer: EpochTimer) -> None:
+        self.timer = timer
+        self.epochs: list[dict[str, Any]] = []
+        self.loss_steps: list[int] = []
+        self.loss_values: list[float | None] = []
+
+    def flush_steps(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[float]:
+        """Move the module's buffered step losses into the record; return them."""
+        if not pl_module.step_losses:
+            return []
+        values = torch.stack(pl_module.step_losses).float().cpu().tolist()
+        pl_module.step_losses.clear()
+        start = trainer.global_step - len(values)
+        self.loss_steps.extend(range(start, start + len(values)))
+        self.loss_values.extend(v if math.isfinite(v) else None for v in values)
+        return values
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        values = self.flush_steps(trainer, pl_module)
+        row: dict[str, Any] = {
+            "epoch": trainer.current_epoch,
+            "step": trainer.global_step,
+            "train/loss": sum(values) / len(values) if values else None,
+            "time/epoch_s": self.timer.last_epoch_s,
+        }
+        metrics = trainer.callback_metrics
+        for key in EPOCH_KEYS:
+            if key in metrics:
+                row[key] = float(metrics[key])
+        row.update({f"nc/{k}": v for k, v in nc_counters(trainer).items()})
+        self.epochs.append(row)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epochs": self.epochs,
+            "loss_steps": self.loss_steps,
+            "loss_values": self.loss_values,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.epochs = list(state_dict["epochs"])
+        self.loss_steps = list(state_dict["loss_steps"])
+        self.loss_values = list(state_dict["loss_values"])
+
+
+def nc_counters(trainer: L.Trainer) -> dict[str, float]:
+    """The NC optimizer's counters (empty for optimizers without them)."""
+    if not trainer.optimizers:
+        return {}
+    counters = getattr(trainer.optimizers[0], "counters", None)
+    return {k: float(v) for k, v in counters.items()} if counters else {}

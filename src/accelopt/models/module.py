@@ -1,0 +1,141 @@
+"""The LightningModule: classification in manual optimization with the closure protocol.
+
+Plain optimizers (torch's SGD, Nesterov SGD, Adam, ...) are stepped the usual manual way. An
+NC-capable optimizer (class attribute ``needs_hvp = True``) is stepped as
+``opt.step(closure, probe=probe, batch_idx=batch_idx)`` (DESIGN.md §2): ``closure()`` returns the
+minibatch loss with its graph, ``probe(n)`` a loss closure over ``n`` fresh training samples
+supplied by the data module. The optimizer differentiates them itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torchmetrics.classification import MulticlassAccuracy
+
+LossClosure = Callable[[], Tensor]
+
+
+class Diverged(RuntimeError):
+    """The training loss became non-finite; the run stops cleanly and is recorded as diverged."""
+
+    def __init__(self, step: int, loss: float) -> None:
+        super().__init__(f"training loss became {loss} at step {step}")
+        self.step, self.loss = step, loss
+
+
+def needs_hvp(optimizer: object) -> bool:
+    """Whether an optimizer (or a partial / class that builds one) uses the closure protocol."""
+    target = getattr(optimizer, "func", optimizer)  # functools.partial from Hydra's _partial_
+    return bool(getattr(target, "needs_hvp", False))
+
+
+class ClassifierModule(L.LightningModule):
+    """Cross-entropy classification of ``net`` trained by ``optimizer(params)`` in manual mode.
+
+    Logs ``train/loss`` every step, ``val/loss`` / ``val/acc`` / ``test/loss`` / ``test/acc``
+    every epoch (the data module's evaluation loaders, in the order of its ``eval_names``) and,
+    for NC optimizers, their counters as ``nc/<name>``.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., Optimizer],
+        num_classes: int = 10,
+        log_nc_every_step: bool = True,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.criterion = nn.CrossEntropyLoss()
+        self.log_nc_every_step = log_nc_every_step
+        self.eval_acc = nn.ModuleList(
+            [MulticlassAccuracy(num_classes=num_classes, average="micro") for _ in range(2)]
+        )
+        self.step_losses: list[Tensor] = []  # this epoch's per-step losses, read by RunRecorder
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def configure_optimizers(self) -> Optimizer:
+        opt = self.optimizer_factory(self.parameters())
+        if needs_hvp(opt) and self.trainer is not None and self.trainer.world_size > 1:
+            opt.reduce = _all_reduce_mean
+        return opt
+
+    # -- training ----------------------------------------------------------------------------
+    def _closure(self, x: Tensor, y: Tensor, check: bool) -> LossClosure:
+        def closure() -> Tensor:
+            loss = self.criterion(self.net(x), y)
+            if check and not torch.isfinite(loss):
+                raise Diverged(self.global_step, float(loss))
+            return loss
+
+        return closure
+
+    def probe(self, n: int) -> LossClosure:
+        """A loss closure over ``n`` fresh training samples (this rank's share under DDP)."""
+        x, y = self.trainer.datamodule.probe(n)
+        return self._closure(x.to(self.device), y.to(self.device), check=False)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        opt = self.optimizers()
+        x, y = batch
+        closure = self._closure(x, y, check=True)
+        if needs_hvp(opt.optimizer):
+            loss = opt.step(closure, probe=self.probe, batch_idx=batch_idx)
+        else:
+            opt.zero_grad(set_to_none=True)
+            loss = closure()
+            self.manual_backward(loss)
+            opt.step()
+        loss = loss.detach()
+        self.step_losses.append(loss)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        if needs_hvp(opt.optimizer) and self.log_nc_every_step:
+            counters = opt.optimizer.counters
+            self.log_dict(
+                {f"nc/{k}": float(v) for k, v in counters.items() if math.isfinite(v)},
+                on_step=True,
+                on_epoch=False,
+            )
+        return loss
+
+    # -- evaluation --------------------------------------------------------------------------
+    def _eval_name(self, dataloader_idx: int) -> str:
+        dm = self.trainer.datamodule
+        names = dm.eval_names if dm is not None else ["val", "test"]
+        return names[dataloader_idx]
+
+    def validation_step(
+        self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._evaluate(batch, self._eval_name(dataloader_idx), dataloader_idx)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test", 1)
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], name: str, slot: int) -> None:
+        x, y = batch
+        logits = self.net(x)
+        loss = self.criterion(logits, y)
+        acc = self.eval_acc[min(slot, 1)]
+        acc(logits, y)
+        kw = {"on_step": False, "on_epoch": True, "add_dataloader_idx": False}
+        self.log(f"{name}/loss", loss, sync_dist=True, **kw)
+        self.log(f"{name}/acc", acc, prog_bar=True, **kw)
+
+
+def _all_reduce_mean(t: Tensor) -> Tensor:
+    """Average a tensor over the ranks of the default process group (in place, returned)."""
+    import torch.distributed as dist
+
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.div_(dist.get_world_size())

@@ -1,0 +1,214 @@
+"""Hydra entry point: ``python -m accelopt.train [overrides]`` trains one model, or sweeps with ``-m``.
+
+:func:`train` is the whole job for one composed config: it checks the config (every error
+before any work starts), builds data module, network, optimizer, loggers and callbacks from
+their ``_target_`` configs, fits, and writes the run record ``metrics.json`` (schema in
+``docs/architecture.md``) to the run's output folder, whatever the outcome. A run whose loss
+becomes non-finite ends cleanly as ``diverged``; an unexpected error is recorded as ``failed``
+and then raised, so in a multirun the other jobs still run and keep their results.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from accelopt.callbacks import EpochTimer, RunRecorder, nc_counters
+from accelopt.config import ConfigError, check_config
+from accelopt.data.sources import DataSourceError
+from accelopt.models.module import ClassifierModule, Diverged
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def _finite(x: Any) -> Any:
+    """JSON-safe numbers: NaN / inf become None, recursively."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    return x
+
+
+def _hydra_choices() -> tuple[dict[str, Any], list[str]]:
+    if not HydraConfig.initialized():
+        return {}, []
+    hc = HydraConfig.get()
+    choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra")}
+    return choices, list(hc.overrides.task)
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(_finite(data), indent=1))
+    os.replace(tmp, path)
+
+
+def build_trainer(cfg: DictConfig, out: Path, callbacks: list[L.Callback]) -> L.Trainer:
+    hw = cfg.hardware
+    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
+    extra = [instantiate(cb) for cb in (cfg.get("callbacks") or {}).values()]
+    return L.Trainer(
+        accelerator=hw.accelerator,
+        devices=hw.devices,
+        strategy=hw.strategy,
+        precision=hw.precision,
+        num_nodes=hw.get("num_nodes", 1),
+        logger=loggers or False,
+        callbacks=callbacks + extra,
+        default_root_dir=str(out),
+        use_distributed_sampler=False,  # the data module shards batches itself
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+    )
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train one model as ``cfg`` says; return the run record that is also in ``metrics.json``."""
+    check_config(cfg)
+    out = Path(cfg.output_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.hardware.get("num_threads"):
+        torch.set_num_threads(int(cfg.hardware.num_threads))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule = instantiate(cfg.dataset, seed=cfg.seed)
+    module = ClassifierModule(
+        net=instantiate(cfg.model),
+        optimizer=instantiate(cfg.optimizer),
+        num_classes=cfg.dataset.num_classes,
+    )
+    timer = EpochTimer()
+    recorder = RunRecorder(timer)
+    trainer = build_trainer(cfg, out, [timer, recorder])
+
+    choices, overrides = _hydra_choices()
+    record: dict[str, Any] = {
+        "schema": 1,
+        "status": "running",
+        "error": None,
+        "stopped_at_step": 0,
+        "method": choices.get("optimizer", cfg.optimizer.get("_target_")),
+        "dataset": cfg.dataset.name,
+        "lr": float(cfg.optimizer.lr),
+        "seed": int(cfg.seed),
+        "config_groups": choices,
+        "overrides": overrides,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "output_dir": str(out),
+    }
+    t0 = time.perf_counter()
+    error: BaseException | None = None
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        record["status"] = "completed"
+    except Diverged as exc:
+        record["status"], record["error"] = "diverged", str(exc)
+    except Exception as exc:  # recorded, then raised: other jobs of a sweep keep running
+        record["status"] = "failed"
+        record["error"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        record["traceback"] = traceback.format_exc()
+        error = exc
+    recorder.flush_steps(trainer, module)
+    if record["status"] == "diverged":
+        recorder.loss_steps.append(trainer.global_step)
+        recorder.loss_values.append(None)
+
+    epochs = recorder.epochs
+    times = [e["time/epoch_s"] for e in epochs if e.get("time/epoch_s") is not None]
+    final = {k: v for k, v in (epochs[-1] if epochs else {}).items() if "/" in k}
+    final["time/epoch_s"] = sum(times) / len(times) if times else None
+    record.update(
+        stopped_at_step=trainer.global_step,
+        epochs=epochs,
+        train_loss={"step": recorder.loss_steps, "value": recorder.loss_values},
+        final={k: v for k, v in final.items() if not k.startswith("nc/")},
+        nc=nc_counters(trainer) or None,
+        duration_s=time.perf_counter() - t0,
+    )
+    if trainer.is_global_zero:
+        write_json_atomic(out / "metrics.json", record)
+        _log_hparams(trainer, cfg, record)
+        _print_summary(record, out)
+    if error is not None:
+        raise error
+    return record
+
+
+def _log_hparams(trainer: L.Trainer, cfg: DictConfig, record: dict[str, Any]) -> None:
+    """Write the run's hyper-parameters with its final metrics (TensorBoard's HParams tab)."""
+    params = {
+        "method": record["method"],
+        "dataset": record["dataset"],
+        "lr": record["lr"],
+        "seed": record["seed"],
+        "status": record["status"],
+        "batch_size": cfg.dataset.batch_size,
+        "activation": cfg.model.get("activation", ""),
+    }
+    metrics = {
+        f"hp/{k.replace('/', '_')}": v
+        for k, v in record["final"].items()
+        if isinstance(v, float | int) and math.isfinite(v)
+    }
+    for lg in trainer.loggers:
+        lg.log_hyperparams(params, metrics=metrics or {"hp/completed": 0.0})
+        lg.save()
+
+
+def _print_summary(record: dict[str, Any], out: Path) -> None:
+    final, nc = record["final"], record.get("nc") or {}
+
+    def fmt(v: Any, spec: str) -> str:
+        return format(v, spec) if isinstance(v, float | int) else "n/a"
+
+    lines = [
+        f"[accelopt] {record['method']} on {record['dataset']} (lr {record['lr']}, seed "
+        f"{record['seed']}): {record['status']} at step {record['stopped_at_step']}",
+        f"[accelopt] test accuracy {fmt(final.get('test/acc'), '.4f')}, "
+        f"{fmt(final.get('time/epoch_s'), '.2f')} s per epoch (training only)",
+    ]
+    if nc:
+        lines.append(
+            "[accelopt] NC: "
+            + ", ".join(f"{k} {v:g}" for k, v in nc.items() if isinstance(v, float | int))
+        )
+    lines.append(f"[accelopt] run folder: {out} (metrics.json, config, TensorBoard events)")
+    print("\n".join(lines), flush=True)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra's entry point; returns the final test accuracy (for sweepers that optimise it).
+
+    A config or data error in a single run prints its one-paragraph message and exits with
+    status 2 (no traceback); in a multirun it is raised, so Hydra records it for that job and
+    runs the others.
+    """
+    try:
+        record = train(cfg)
+    except (ConfigError, DataSourceError) as err:
+        if HydraConfig.get().mode != RunMode.RUN:
+            raise
+        print(f"accelopt: error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    return record["final"].get("test/acc")
+
+
+if __name__ == "__main__":
+    main()
