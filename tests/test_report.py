@@ -359,19 +359,25 @@ def test_partial_sweep_skip_bad_reports_everything(
         status="failed",
     )
     (root / "cifar10" / "3" / ".hydra").mkdir(parents=True)  # still running
+    rec = write_record(
+        root / "cifar10" / "5", method="heavyball", seed=2, dataset="cifar10", lr=0.03
+    )
+    rec["status"] = "running"  # a provisional record: listed as incomplete, not counted
+    (root / "cifar10" / "5" / "metrics.json").write_text(json.dumps(rec))
     (root / "cifar10" / "4").mkdir()
     (root / "cifar10" / "4" / "metrics.json").write_text("{")
     assert report.main([str(root)]) == 1  # strict by default
     assert not (root / "report.md").exists()
     assert report.main([str(root), "--skip-bad"]) == 0
     err = capsys.readouterr().err
-    assert "cifar10/4/metrics.json" in err and "without metrics.json" in err
+    assert "cifar10/4/metrics.json" in err and "not finished" in err
     md = (root / "report.md").read_text()
     jobs = table_rows(section(md, "## Jobs not completed"))
     assert jobs["mnist/4"][4] == "diverged"
     assert jobs["cifar10/2"][4] == "failed"
-    assert jobs["cifar10/3"][4] == "incomplete (no metrics.json)"
+    assert jobs["cifar10/3"][4] == "incomplete (not finished)"
     assert jobs["cifar10/4/metrics.json"][4] == "unreadable metrics.json"
+    assert jobs["cifar10/5"][4] == "incomplete (not finished)"
     rob = table_rows(section(section(md, "## cifar10"), "### Learning-rate robustness"))
     assert rob["ancm_seed"][0].endswith("· failed (1/2)")
     for name in ("train_loss", "test_acc", "test_acc_zoom"):

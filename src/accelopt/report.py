@@ -40,7 +40,8 @@ atomically. A corrupt record refuses by default because a report that quietly av
 repeats than were run misstates its results, and a corrupt record usually means a bug to look at.
 ``--skip-bad`` reports around corrupt records instead and lists them in ``report.md`` (exit 0 if
 at least one run is readable). Job folders without ``metrics.json`` yet (a ``.hydra`` folder but no
-record: still running, or killed) never stop the report; they are listed as incomplete.
+record: still running, or killed) and records with ``status: running`` never stop the report;
+they are listed as incomplete.
 
 Exit codes: 0 report written, 1 sweep cannot be reported, 2 bad command line (argparse).
 
@@ -227,7 +228,7 @@ def load_run(path: str | os.PathLike[str], root: str | os.PathLike[str] | None =
     if schema != SCHEMA_VERSION:
         raise ReportError(f"unsupported schema {schema!r} (expected {SCHEMA_VERSION})")
     status = record.get("status")
-    if status not in STATUSES:
+    if status not in (*STATUSES, "running"):
         raise ReportError(f"field 'status' must be one of {', '.join(STATUSES)}, got {status!r}")
     dataset = _require(record, "dataset", "str")
     method = _require(record, "method", "str")
@@ -300,18 +301,24 @@ def load_runs(path: str | os.PathLike[str], *, strict: bool = True) -> Sweep:
     if not root.is_dir():
         raise ReportError(f"{root}: not a directory (give the sweep folder)")
     runs: list[Run] = []
+    running: list[str] = []
     unreadable: list[tuple[str, str]] = []
     for f in sorted(root.rglob("metrics.json"), key=_natural_key):
         try:
-            runs.append(load_run(f, root))
+            run = load_run(f, root)
         except ReportError as exc:
             unreadable.append((_relative(f, root), str(exc)))
+            continue
+        if run.status == "running":  # a provisional record: the job is not finished
+            running.append(run.job)
+        else:
+            runs.append(run)
     incomplete = sorted(
-        (
+        {
             _relative(h.parent, root)
             for h in root.rglob(".hydra")
             if h.is_dir() and not (h.parent / "metrics.json").exists()
-        ),
+        }.union(running),
         key=lambda s: _natural_key(Path(s)),
     )
     if unreadable and strict:
@@ -686,7 +693,8 @@ def render_markdown(summary: Summary, figures: Iterable[str] | None = None) -> s
         f"Sweep folder: `{sweep.root.resolve()}`. Only the runs' `metrics.json` files are read.",
         "",
         f"- Run records: {len(runs)} ({counts}).",
-        f"- Job folders without `metrics.json` (still running or killed): {len(sweep.incomplete)}.",
+        f"- Jobs not finished (no `metrics.json` yet, or status `running`; still running or "
+        f"killed): {len(sweep.incomplete)}.",
         f"- Unreadable `metrics.json` (skipped with `--skip-bad`): {len(sweep.unreadable)}.",
         "",
         "Conventions: runs are grouped by (dataset, method, lr), repeats are seeds; statistics "
@@ -801,8 +809,7 @@ def render_markdown(summary: Summary, figures: Iterable[str] | None = None) -> s
             for r in not_done
         ]
         rows += [
-            [j] + [DASH] * 4 + ["incomplete (no metrics.json)", DASH, DASH]
-            for j in sweep.incomplete
+            [j] + [DASH] * 4 + ["incomplete (not finished)", DASH, DASH] for j in sweep.incomplete
         ]
         rows += [
             [p] + [DASH] * 4 + ["unreadable metrics.json", DASH, why] for p, why in sweep.unreadable
@@ -923,8 +930,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"accelopt.report: warning: skipped unreadable {rel}: {why}", file=sys.stderr)
     if sweep.incomplete:
         print(
-            f"accelopt.report: warning: {len(sweep.incomplete)} job folder(s) without "
-            "metrics.json (listed as incomplete)",
+            f"accelopt.report: warning: {len(sweep.incomplete)} job(s) not finished, without "
+            "metrics.json or with status running (listed as incomplete)",
             file=sys.stderr,
         )
     print(f"wrote {written[0]} and {len(written) - 1} figure(s) from {len(sweep.runs)} run(s)")
