@@ -1,0 +1,366 @@
+"""Searches for a direction of negative curvature: ``lanczos``, ``neon2``, ``seed_power``.
+
+Each returns a :class:`SearchResult` ``(lam, direction, hvps)`` under a budget. A direction is
+returned ("found") only when its curvature estimate ``lam`` satisfies ``lam < 0`` and
+``lam <= -eps_h/2``; otherwise ``direction`` is ``None`` and ``lam`` is the best estimate (NaN if
+there is none). Randomness comes only from the explicit ``generator`` (``None``: torch's global
+generator), so a search is reproducible from the generator's state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from .hvp import Closure, HessianOperator, Reduce, flat_grad, flatten, unflatten_like
+
+__all__ = ["SearchResult", "lanczos", "neon2", "seed_power"]
+
+
+class LinearOperator(Protocol):
+    dim: int
+
+    def matvec(self, v: Tensor) -> Tensor: ...
+
+
+@dataclass
+class SearchResult:
+    """Outcome of a negative-curvature search.
+
+    ``lam``: Rayleigh quotient ``vᵀHv`` of the returned direction (of the best candidate if none
+    was found; NaN if there is none). ``direction``: unit flat vector, or ``None`` ("none found").
+    ``hvps``: Hessian-vector products spent (``neon2``: gradient evaluations plus the products
+    of its curvature estimate). ``lam_max``: largest Ritz value (``lanczos`` only, a lower bound of
+    λ_max). ``residual``: ``‖H v − lam v‖`` estimate (``lanczos`` only). ``iters``: iterations.
+    """
+
+    lam: float
+    direction: Tensor | None
+    hvps: int
+    lam_max: float = math.nan
+    residual: float = math.nan
+    iters: int = 0
+    method: str = ""
+
+    @property
+    def found(self) -> bool:
+        return self.direction is not None
+
+
+def _is_negative(lam: float, eps_h: float) -> bool:
+    return math.isfinite(lam) and lam < 0.0 and lam <= -eps_h / 2
+
+
+def _randn(
+    n: int, dtype: torch.dtype, device: torch.device, generator: torch.Generator | None
+) -> Tensor:
+    gdev = generator.device if generator is not None else device
+    return torch.randn(n, generator=generator, dtype=dtype, device=gdev).to(device)
+
+
+def _unit(v: Tensor) -> Tensor | None:
+    n = torch.linalg.vector_norm(v)
+    if not torch.isfinite(n) or n == 0:
+        return None
+    return v / n
+
+
+# --------------------------------------------------------------------------------------------
+# Lanczos
+# --------------------------------------------------------------------------------------------
+
+
+def _tridiag(alphas: list[float], betas: list[float]) -> Tensor:
+    """The k×k symmetric tridiagonal T (float64) from α₁..α_k and β₁..β_{k−1}."""
+    k = len(alphas)
+    T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+    if k > 1:
+        off = torch.tensor(betas[: k - 1], dtype=torch.float64)
+        T = T + torch.diag(off, 1) + torch.diag(off, -1)
+    return T
+
+
+def lanczos(
+    op: LinearOperator,
+    *,
+    max_hvps: int = 30,
+    eps_h: float = 0.0,
+    v0: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> SearchResult:
+    """Smallest algebraic eigenvalue of the symmetric operator ``op`` by Lanczos.
+
+    ``op`` needs ``.matvec(v)`` and ``.dim`` (``.dtype``/``.device`` are used when present,
+    else float64/CPU). Iteration (q₁ = v0/‖v0‖, or a random unit vector when ``v0`` is None/zero;
+    β₀ q₀ = 0)::
+
+        w   = H q_j                     (one product)
+        α_j = q_jᵀ w
+        w  ← w − α_j q_j − β_{j−1} q_{j−1}
+        w  ← w − Q (Qᵀ w), twice        (full re-orthogonalisation against Q = [q₁ … q_j])
+        β_j = ‖w‖,  q_{j+1} = w / β_j
+
+    The k×k tridiagonal T_k = tridiag(β, α, β) is eigen-solved with ``torch.linalg.eigh``
+    (float64) at the end, and after every product when ``eps_h > 0``; its smallest eigenpair
+    (θ, s) gives the Ritz vector ``v = Q s`` with Rayleigh quotient ``vᵀHv = θ`` and residual
+    ``‖Hv − θv‖ = |β_k s_k|``. ``lam_max`` is the largest Ritz value (cheap λ_max estimate).
+
+    Stopping: budget of ``max_hvps`` products (at most ``dim``). With ``eps_h > 0`` it exits early
+    as soon as θ ≤ −eps_h/2; with ``eps_h == 0`` it spends the whole budget (the most accurate
+    λ_min for the budget). Breakdown (β_j ≈ 0: Q spans an invariant subspace) restarts from a
+    random vector orthogonal to Q with β_j = 0 in T (still an exact projection QᵀHQ), and stops
+    when no such vector is left. ``found`` iff θ < 0 and θ ≤ −eps_h/2.
+    """
+    dim = int(op.dim)
+    dtype = getattr(op, "dtype", torch.float64)
+    device = getattr(op, "device", torch.device("cpu"))
+    budget = min(int(max_hvps), dim)
+    if budget <= 0:
+        return SearchResult(math.nan, None, 0, method="lanczos")
+    eps = torch.finfo(dtype).eps
+
+    q = None
+    if v0 is not None:
+        q = _unit(v0.detach().to(dtype=dtype, device=device).reshape(-1))
+    if q is None:
+        q = _unit(_randn(dim, dtype, device, generator))
+    Q = torch.empty(budget, dim, dtype=dtype, device=device)
+    alphas: list[float] = []
+    betas: list[float] = []  # betas[j] couples q_j and q_{j+1}
+    anorm = 0.0
+    hvps = 0
+    for j in range(budget):
+        Q[j] = q
+        w = op.matvec(q).to(dtype=dtype, device=device).reshape(-1)
+        hvps += 1
+        if not torch.isfinite(w).all():
+            raise FloatingPointError("lanczos: the operator returned a non-finite product")
+        a = float(q @ w)
+        alphas.append(a)
+        w = w - a * q
+        if j > 0:
+            w = w - betas[j - 1] * Q[j - 1]
+        Qj = Q[: j + 1]
+        for _ in range(2):
+            w = w - Qj.T @ (Qj @ w)
+        b = float(torch.linalg.vector_norm(w))
+        anorm = max(anorm, abs(a), b, betas[j - 1] if j > 0 else 0.0)
+
+        k = j + 1
+        if eps_h > 0:  # early exit test (with eps_h == 0 T is solved only at the end)
+            theta = float(torch.linalg.eigvalsh(_tridiag(alphas, betas))[0])
+            if _is_negative(theta, eps_h):
+                betas.append(b)
+                break
+        if k == budget:
+            betas.append(b)
+            break
+
+        if b <= 100 * eps * max(anorm, 1e-300) * math.sqrt(k):
+            # invariant subspace: restart from a random vector orthogonal to span(Q)
+            b = 0.0
+            r = _randn(dim, dtype, device, generator)
+            for _ in range(2):
+                r = r - Qj.T @ (Qj @ r)
+            nr = float(torch.linalg.vector_norm(r))
+            if nr <= 1e3 * eps * math.sqrt(dim):
+                betas.append(0.0)
+                break
+            q = r / nr
+        else:
+            q = w / b
+        betas.append(b)
+
+    k = len(alphas)
+    evals, evecs = torch.linalg.eigh(_tridiag(alphas, betas))
+    theta, lam_max = float(evals[0]), float(evals[-1])
+    s = evecs[:, 0].to(dtype=dtype, device=device)
+    v = _unit(Q[:k].T @ s)
+    residual = abs(betas[k - 1] * float(s[-1])) if betas else math.nan
+    found = v is not None and _is_negative(theta, eps_h)
+    return SearchResult(
+        lam=theta,
+        direction=v if found else None,
+        hvps=hvps,
+        lam_max=lam_max,
+        residual=residual,
+        iters=k,
+        method="lanczos",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Neon2 (first-order)
+# --------------------------------------------------------------------------------------------
+
+
+def _set_params(params: Sequence[Tensor], flat: Tensor) -> None:
+    with torch.no_grad():
+        for p, x in zip(params, unflatten_like(flat, params), strict=True):
+            p.copy_(x)
+
+
+def neon2(
+    closure: Closure,
+    params: Sequence[Tensor],
+    *,
+    max_grads: int = 30,
+    eps_h: float = 0.0,
+    generator: torch.Generator | None = None,
+    reduce: Reduce = None,
+    eta: float = 0.05,
+    sigma: float = 1e-3,
+    radius: float | None = None,
+    rayleigh: str = "hvp",
+    **unknown: Any,
+) -> SearchResult:
+    """Allen-Zhu & Li (2018) Neon2 first-order search on the fixed batch of ``closure``.
+
+    With x₀ the current parameters, g₀ = ∇f_S(x₀), ξ a random unit vector::
+
+        x₁ = x₀ + σ ξ
+        x_{t+1} = x_t − η (∇f_S(x_t) − g₀)        (≈ (I − ηH)(x_t − x₀) around x₀)
+
+    until ‖x_t − x₀‖ ≥ r (``radius``, default 100σ) or the gradient budget is spent; then
+    ``v = (x_t − x₀)/‖x_t − x₀‖``. The displacement is a power iteration on I − ηH, so it grows
+    fastest along the most negative curvature (needs η < 2/λ_max to stay stable). The parameters
+    are restored exactly (copied back) before returning.
+
+    Curvature estimate ``lam = vᵀHv``: ``rayleigh="hvp"`` (default, exact) builds one
+    first-order graph at x₀ and takes one HVP (counted 2: one gradient + one HVP);
+    ``rayleigh="fd"`` uses one gradient difference ``vᵀ(∇f_S(x₀ + δv) − g₀)/δ`` with
+    δ = ‖x_t − x₀‖ (counted 1; inaccurate in float32 on ReLU nets, see DESIGN.md §2).
+    ``hvps`` = all gradient evaluations (g₀ included) + the estimate's cost, ≤ ``max_grads``.
+    """
+    if unknown:
+        raise TypeError(f"neon2: unknown knobs {sorted(unknown)}")
+    if rayleigh not in ("hvp", "fd"):
+        raise ValueError(f"rayleigh must be 'hvp' or 'fd', got {rayleigh!r}")
+    params = list(params)
+    est_cost = 2 if rayleigh == "hvp" else 1
+    n_iter = int(max_grads) - 1 - est_cost
+    if n_iter < 1:
+        raise ValueError(f"neon2 needs max_grads >= {2 + est_cost}")
+    r = 100 * sigma if radius is None else radius
+    x0 = flatten([p.detach() for p in params]).clone()
+    dtype, device = x0.dtype, x0.device
+    grads = 0
+    try:
+        _, g0 = flat_grad(closure, params, reduce=reduce)
+        grads += 1
+        xi = _unit(_randn(x0.numel(), dtype, device, generator))
+        if xi is None:
+            return SearchResult(math.nan, None, grads, method="neon2")
+        u = sigma * xi  # u = x_t − x₀
+        it = 0
+        for it in range(1, n_iter + 1):  # noqa: B007
+            _set_params(params, x0 + u)
+            _, g = flat_grad(closure, params, reduce=reduce)
+            grads += 1
+            u = u - eta * (g - g0)
+            if not torch.isfinite(u).all():
+                break
+            if float(torch.linalg.vector_norm(u)) >= r:
+                break
+        v = _unit(u)
+        if v is None:
+            return SearchResult(math.nan, None, grads, iters=it, method="neon2")
+        if rayleigh == "hvp":
+            _set_params(params, x0)
+            op = HessianOperator(closure, params, reduce=reduce)
+            lam = float(v @ op.matvec(v))
+            grads += 2
+        else:
+            delta = float(torch.linalg.vector_norm(u))
+            _set_params(params, x0 + delta * v)
+            _, g1 = flat_grad(closure, params, reduce=reduce)
+            grads += 1
+            lam = float(v @ (g1 - g0)) / delta
+    finally:
+        _set_params(params, x0)
+    found = _is_negative(lam, eps_h)
+    return SearchResult(lam, v if found else None, grads, iters=it, method="neon2")
+
+
+# --------------------------------------------------------------------------------------------
+# The report's power method (seed preset)
+# --------------------------------------------------------------------------------------------
+
+
+def seed_power(
+    probe: Callable[[int], Closure],
+    params: Sequence[Tensor],
+    *,
+    outer: int = 2,
+    inner: int = 8,
+    step: float = 0.5,
+    lam: float = 5.0,
+    batch: int = 8,
+    eps_h: float = 0.0,
+    generator: torch.Generator | None = None,
+    reduce: Reduce = None,
+) -> SearchResult:
+    """The report's variance-reduced power (Oja/SCSG-for-PCA) iteration, reproduced faithfully.
+
+    Source: ``MyCNN.power_method`` in PatriciaXiao/AcceleratedSGDMethods ``my_cnn.py`` (itself
+    from uclaml/GOSE ``cnn_gose.py``), with the report's settings E = ``outer`` = 2,
+    m = ``inner`` = 8, step η = 0.5, λ = 5, HVP batches of ``batch`` = 8 fresh samples (every
+    HVP batch is a new ``probe(batch)``; H_b is the Hessian on batch b, all at the fixed x₀)::
+
+        y ← ξ/‖ξ‖  (Gaussian)
+        for e in 1..E:
+            ỹ ← y
+            z ← (1/m) Σ_{b=1..m} (ỹ − H_b ỹ/λ)                    m HVPs, m batches
+            est ← 0
+            for b in 1..m (m fresh batches):
+                est += yᵀ H_b y                                   (y before the update)
+                y ← y + η [(y − H_b y/λ) − (ỹ − H_b ỹ/λ) + z]    2 HVPs on the same batch
+                y ← y/‖y‖
+            est ← est/m
+        return (est, y);  "found" iff est < 0 (and est ≤ −eps_h/2)
+
+    48 HVPs for the defaults (3m per outer round). In expectation the update is
+    y ← (1+η)y − (η/λ)Hy = 1.5y − 0.1Hy, a power iteration on 1.5 − 0.1H: it converges to the
+    eigenvector maximising |1.5 − 0.1λ_i|, i.e. the *largest* one whenever λ_max + λ_min > 30,
+    and 16 steps barely move a random start when the spectrum is small. Quirks kept: ``est`` is
+    the average of per-batch estimates yᵀH_b y over the last outer round's iterates (not the
+    returned vector's quotient); the original initialises ``y`` with torch's global RNG (here:
+    ``generator``). The NC step (θ ← θ − 0.5·sign(⟨g₀, v⟩)·v, g₀ on 64 samples) lives in
+    :mod:`accelopt.curvature.step`.
+    """
+    params = list(params)
+    dim = sum(p.numel() for p in params)
+    if dim == 0 or outer < 1 or inner < 1:
+        return SearchResult(math.nan, None, 0, method="seed_power")
+    ref = params[0]
+    y = _unit(_randn(dim, ref.dtype, ref.device, generator))
+    assert y is not None
+    hvps = 0
+    est = math.nan
+    for _ in range(outer):
+        y_snap = y.clone()
+        z = torch.zeros_like(y)
+        for _ in range(inner):
+            op = HessianOperator(probe(batch), params, reduce=reduce)
+            z += (y_snap - op.matvec(y_snap) / lam) / inner
+            hvps += 1
+        acc = 0.0
+        for _ in range(inner):
+            op = HessianOperator(probe(batch), params, reduce=reduce)
+            hy = op.matvec(y)
+            hy_snap = op.matvec(y_snap)
+            hvps += 2
+            acc += float(y @ hy)
+            y = y + step * ((y - hy / lam) - (y_snap - hy_snap / lam) + z)
+            yn = _unit(y)
+            if yn is None:
+                return SearchResult(math.nan, None, hvps, method="seed_power")
+            y = yn
+        est = acc / inner
+    found = _is_negative(est, eps_h)
+    return SearchResult(est, y if found else None, hvps, iters=outer * inner, method="seed_power")
