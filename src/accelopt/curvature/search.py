@@ -37,6 +37,7 @@ class SearchResult:
     ``hvps``: Hessian-vector products spent (``neon2``: gradient evaluations plus the products
     of its curvature estimate). ``lam_max``: largest Ritz value (``lanczos`` only, a lower bound of
     λ_max). ``residual``: ``‖H v − lam v‖`` estimate (``lanczos`` only). ``iters``: iterations.
+    ``history``: smallest Ritz value after each product (``lanczos(record=True)`` only).
     """
 
     lam: float
@@ -46,6 +47,7 @@ class SearchResult:
     residual: float = math.nan
     iters: int = 0
     method: str = ""
+    history: list[float] | None = None
 
     @property
     def found(self) -> bool:
@@ -92,6 +94,7 @@ def lanczos(
     eps_h: float = 0.0,
     v0: Tensor | None = None,
     generator: torch.Generator | None = None,
+    record: bool = False,
 ) -> SearchResult:
     """Smallest algebraic eigenvalue of the symmetric operator ``op`` by Lanczos.
 
@@ -114,7 +117,9 @@ def lanczos(
     as soon as θ ≤ −eps_h/2; with ``eps_h == 0`` it spends the whole budget (the most accurate
     λ_min for the budget). Breakdown (β_j ≈ 0: Q spans an invariant subspace) restarts from a
     random vector orthogonal to Q with β_j = 0 in T (still an exact projection QᵀHQ), and stops
-    when no such vector is left. ``found`` iff θ < 0 and θ ≤ −eps_h/2.
+    when no such vector is left. ``found`` iff θ < 0 and θ ≤ −eps_h/2. ``record=True`` keeps the
+    smallest Ritz value after every product in ``history`` (the Krylov spaces are nested, so
+    ``history[k-1]`` is what a budget of k products returns from the same start).
     """
     dim = int(op.dim)
     dtype = getattr(op, "dtype", torch.float64)
@@ -134,6 +139,7 @@ def lanczos(
     betas: list[float] = []  # betas[j] couples q_j and q_{j+1}
     anorm = 0.0
     hvps = 0
+    history: list[float] = []
     for j in range(budget):
         Q[j] = q
         w = op.matvec(q).to(dtype=dtype, device=device).reshape(-1)
@@ -152,9 +158,10 @@ def lanczos(
         anorm = max(anorm, abs(a), b, betas[j - 1] if j > 0 else 0.0)
 
         k = j + 1
-        if eps_h > 0:  # early exit test (with eps_h == 0 T is solved only at the end)
+        if eps_h > 0 or record:  # early exit test (with eps_h == 0 T is solved only at the end)
             theta = float(torch.linalg.eigvalsh(_tridiag(alphas, betas))[0])
-            if _is_negative(theta, eps_h):
+            history.append(theta)
+            if eps_h > 0 and _is_negative(theta, eps_h):
                 betas.append(b)
                 break
         if k == budget:
@@ -191,6 +198,7 @@ def lanczos(
         residual=residual,
         iters=k,
         method="lanczos",
+        history=history if record else None,
     )
 
 
