@@ -88,6 +88,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = instantiate(cfg.dataset, seed=cfg.seed)
+    datamodule.prepare_data()  # data errors (missing files, failed download) surface here,
+    datamodule.setup("fit")  # before any model or trainer is built
     module = ClassifierModule(
         net=instantiate(cfg.model),
         optimizer=instantiate(cfg.optimizer),

