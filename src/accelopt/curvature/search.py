@@ -38,6 +38,8 @@ class SearchResult:
     of its curvature estimate). ``lam_max``: largest Ritz value (``lanczos`` only, a lower bound of
     λ_max). ``residual``: ``‖H v − lam v‖`` estimate (``lanczos`` only). ``iters``: iterations.
     ``history``: smallest Ritz value after each product (``lanczos(record=True)`` only).
+    ``candidate``: the unit vector behind ``lam`` even when nothing was found (for warm starts
+    and diagnostics; ``None`` only if there is no vector).
     """
 
     lam: float
@@ -48,6 +50,7 @@ class SearchResult:
     iters: int = 0
     method: str = ""
     history: list[float] | None = None
+    candidate: Tensor | None = None
 
     @property
     def found(self) -> bool:
@@ -199,6 +202,7 @@ def lanczos(
         iters=k,
         method="lanczos",
         history=history if record else None,
+        candidate=v,
     )
 
 
@@ -237,7 +241,9 @@ def neon2(
     until ‖x_t − x₀‖ ≥ r (``radius``, default 100σ) or the gradient budget is spent; then
     ``v = (x_t − x₀)/‖x_t − x₀‖``. The displacement is a power iteration on I − ηH, so it grows
     fastest along the most negative curvature (needs η < 2/λ_max to stay stable). The parameters
-    are restored exactly (copied back) before returning.
+    are moved in place and restored exactly (copied back) before returning; a
+    :class:`HessianOperator` built before the call is invalid afterwards (autograd's in-place
+    version check raises): build operators after it.
 
     Curvature estimate ``lam = vᵀHv``: ``rayleigh="hvp"`` (default, exact) builds one
     first-order graph at x₀ and takes one HVP (counted 2: one gradient + one HVP);
@@ -292,7 +298,7 @@ def neon2(
     finally:
         _set_params(params, x0)
     found = _is_negative(lam, eps_h)
-    return SearchResult(lam, v if found else None, grads, iters=it, method="neon2")
+    return SearchResult(lam, v if found else None, grads, iters=it, method="neon2", candidate=v)
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,4 +377,6 @@ def seed_power(
             y = yn
         est = acc / inner
     found = _is_negative(est, eps_h)
-    return SearchResult(est, y if found else None, hvps, iters=outer * inner, method="seed_power")
+    return SearchResult(
+        est, y if found else None, hvps, iters=outer * inner, method="seed_power", candidate=y
+    )
