@@ -306,3 +306,25 @@ def test_lanczos_history_matches_smaller_budgets():
     for k in (3, 10):
         part = lanczos(Dense(A), max_hvps=k, generator=torch.Generator().manual_seed(5))
         assert part.lam == pytest.approx(full.history[k - 1], rel=1e-10)
+
+
+def test_candidate_is_returned_when_none_found():
+    A = wishart_minus_shift(80, 14, shift=-0.05)  # positive definite
+    res = lanczos(Dense(torch.from_numpy(A)), max_hvps=80)
+    assert not res.found and res.candidate is not None
+    c = res.candidate.numpy()
+    assert c @ A @ c == pytest.approx(res.lam, rel=1e-8)
+
+
+def test_searches_with_frozen_parameters():
+    net, params, closure, _ = conv_problem(3)
+    params[0].requires_grad_(False)  # conv weight frozen: a constant, zero curvature block
+    frozen = params[0].detach().clone()
+    n0 = params[0].numel()
+    res = lanczos(HessianOperator(closure, params), max_hvps=30)
+    assert res.found and math.isfinite(res.lam)
+    nres = neon2(closure, params, max_grads=10, generator=torch.Generator().manual_seed(0))
+    assert math.isfinite(nres.lam) and torch.all(nres.candidate[:n0] == 0)
+    sres = seed_power(lambda n: closure, params, outer=1, inner=2)
+    assert math.isfinite(sres.lam)
+    assert torch.equal(params[0], frozen)

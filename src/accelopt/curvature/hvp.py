@@ -19,7 +19,7 @@ from torch import Tensor
 Closure = Callable[[], Tensor]
 Reduce = Callable[[Tensor], Tensor] | None
 
-__all__ = ["HessianOperator", "flat_grad", "flatten", "unflatten_like"]
+__all__ = ["HessianOperator", "flat_grad", "flatten", "trainable_mask", "unflatten_like"]
 
 
 def flatten(tensors: Sequence[Tensor]) -> Tensor:
@@ -41,6 +41,14 @@ def unflatten_like(vec: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
         out.append(vec[i : i + t.numel()].view_as(t))
         i += t.numel()
     return out
+
+
+def trainable_mask(params: Sequence[Tensor]) -> Tensor:
+    """Flat 0/1 mask (parameters' dtype) of the entries that require grad."""
+    params = list(params)
+    if not params:
+        return torch.zeros(0)
+    return flatten([torch.full_like(p, float(p.requires_grad)) for p in params]).detach()
 
 
 def _apply(reduce: Reduce, t: Tensor) -> Tensor:
@@ -91,6 +99,7 @@ class HessianOperator:
 
     ``matvec(v)`` returns ``reduce(H v)`` (flat, detached). ``loss`` and ``grad`` hold the loss and
     ``reduce(∇loss)`` at the point of construction. ``n_products`` counts the products computed.
+    ``mask`` is the flat 0/1 mask of trainable entries (searches draw random starts inside it).
 
     Methods:
 
@@ -124,6 +133,7 @@ class HessianOperator:
         ref = self.params[0] if self.params else torch.zeros(0)
         self.dtype = ref.dtype
         self.device = ref.device
+        self.mask = trainable_mask(self.params)
         if method == "double_backward":
             with torch.enable_grad():
                 loss = closure()

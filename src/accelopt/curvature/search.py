@@ -17,7 +17,15 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from .hvp import Closure, HessianOperator, Reduce, flat_grad, flatten, unflatten_like
+from .hvp import (
+    Closure,
+    HessianOperator,
+    Reduce,
+    flat_grad,
+    flatten,
+    trainable_mask,
+    unflatten_like,
+)
 
 __all__ = ["SearchResult", "lanczos", "neon2", "seed_power"]
 
@@ -102,8 +110,8 @@ def lanczos(
     """Smallest algebraic eigenvalue of the symmetric operator ``op`` by Lanczos.
 
     ``op`` needs ``.matvec(v)`` and ``.dim`` (``.dtype``/``.device`` are used when present,
-    else float64/CPU). Iteration (q₁ = v0/‖v0‖, or a random unit vector when ``v0`` is None/zero;
-    β₀ q₀ = 0)::
+    else float64/CPU). Iteration (q₁ = v0/‖v0‖, or a random unit vector when ``v0`` is None/zero,
+    drawn inside ``op.mask`` (trainable entries) when the operator has one; β₀ q₀ = 0)::
 
         w   = H q_j                     (one product)
         α_j = q_jᵀ w
@@ -135,8 +143,11 @@ def lanczos(
     q = None
     if v0 is not None:
         q = _unit(v0.detach().to(dtype=dtype, device=device).reshape(-1))
+    mask = getattr(op, "mask", None)
     if q is None:
-        q = _unit(_randn(dim, dtype, device, generator))
+        r = _randn(dim, dtype, device, generator)
+        q = _unit(r if mask is None else r * mask.to(r))
+        q = _unit(r) if q is None else q
     Q = torch.empty(budget, dim, dtype=dtype, device=device)
     alphas: list[float] = []
     betas: list[float] = []  # betas[j] couples q_j and q_{j+1}
@@ -267,7 +278,7 @@ def neon2(
     try:
         _, g0 = flat_grad(closure, params, reduce=reduce)
         grads += 1
-        xi = _unit(_randn(x0.numel(), dtype, device, generator))
+        xi = _unit(_randn(x0.numel(), dtype, device, generator) * trainable_mask(params))
         if xi is None:
             return SearchResult(math.nan, None, grads, method="neon2")
         u = sigma * xi  # u = x_t − x₀
@@ -322,9 +333,12 @@ def seed_power(
     """The report's variance-reduced power (Oja/SCSG-for-PCA) iteration, reproduced faithfully.
 
     Source: ``MyCNN.power_method`` in PatriciaXiao/AcceleratedSGDMethods ``my_cnn.py`` (itself
-    from uclaml/GOSE ``cnn_gose.py``), with the report's settings E = ``outer`` = 2,
-    m = ``inner`` = 8, step η = 0.5, λ = 5, HVP batches of ``batch`` = 8 fresh samples (every
-    HVP batch is a new ``probe(batch)``; H_b is the Hessian on batch b, all at the fixed x₀)::
+    from uclaml/GOSE ``cnn_gose.py``), with the report's settings per DESIGN.md §3: E = ``outer``
+    = 2, m = ``inner`` = 8, step η = 0.5, λ = 5, HVP batches of ``batch`` = 8 fresh samples
+    (every HVP batch is a new ``probe(batch)``; H_b is the Hessian on batch b, all at the fixed
+    x₀). Note: the two stored versions of ``my_cnn.py`` read for this (commits 06fe745, 2f2758d)
+    have signature defaults ``epoch_power=8, inner_iteration_power=16`` and
+    ``--batch_size_power 16``; pass ``outer=8, inner=16, batch=16`` for those (384 HVPs)::
 
         y ← ξ/‖ξ‖  (Gaussian)
         for e in 1..E:
@@ -352,8 +366,9 @@ def seed_power(
     if dim == 0 or outer < 1 or inner < 1:
         return SearchResult(math.nan, None, 0, method="seed_power")
     ref = params[0]
-    y = _unit(_randn(dim, ref.dtype, ref.device, generator))
-    assert y is not None
+    y = _unit(_randn(dim, ref.dtype, ref.device, generator) * trainable_mask(params))
+    if y is None:  # nothing trainable
+        return SearchResult(math.nan, None, 0, method="seed_power")
     hvps = 0
     est = math.nan
     for _ in range(outer):
