@@ -1,6 +1,6 @@
 """Hessian-vector products, negative-curvature searches and NC step rules (torch only)."""
 
-from .hvp import HessianOperator, flat_grad, flatten, unflatten_like
+from .hvp import HessianOperator, flat_grad, flatten, trainable_mask, unflatten_like
 from .search import SearchResult, lanczos, neon2, seed_power
 from .step import NCStep, orient, step_length, take_nc_step
 
@@ -16,5 +16,6 @@ __all__ = [
     "seed_power",
     "step_length",
     "take_nc_step",
+    "trainable_mask",
     "unflatten_like",
 ]
