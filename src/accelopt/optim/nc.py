@@ -105,8 +105,8 @@ class NCEscape(Optimizer):
     The check is ``"noise"`` (free; see :class:`accelopt.optim.check.NoiseCheck`), ``"seed"``
     (the report's: ‖mean of ``check_batches`` probe gradients of ``check_batch_size``‖ <
     ``check_threshold``), ``"always"`` or ``"never"``. The search is ``"lanczos"`` (on one fixed
-    probe batch of ``search_batch``, ≤ ``max_hvps`` HVPs, warm-started from the last direction
-    found), ``"neon2"`` (≤ ``max_hvps`` gradients on one probe batch) or ``"seed_power"`` (the
+    probe batch of ``search_batch``, ≤ ``max_hvps`` HVPs, warm-started from the last search's
+    vector), ``"neon2"`` (≤ ``max_hvps`` gradients on one probe batch) or ``"seed_power"`` (the
     report's power iteration; knobs ``power_*``). ``GOSE``, ``ANCM`` and ``Combined`` in
     :mod:`accelopt.optim.presets` are named settings of these knobs.
 
@@ -486,10 +486,13 @@ class NCEscape(Optimizer):
         if result.lam == result.lam:
             c["lambda_min"] = float(result.lam)
         c["search_time_s"] += time.perf_counter() - t0
+        # warm start of the next Lanczos: the vector behind λ, found or not
+        warm = result.direction if result.found else getattr(result, "candidate", None)
+        if warm is not None:
+            self._direction = warm.detach().clone()
         if not result.found or result.direction is None:
             return False
         v = result.direction.detach()
-        self._direction = v.clone()
 
         if self.sign_batch is not None:
             ref_closure = probe(self.sign_batch)
