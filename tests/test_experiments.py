@@ -1,0 +1,62 @@
+"""Each experiment config composes, and its sweep expands to the expected jobs."""
+
+import itertools
+from pathlib import Path
+
+import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from .conftest import CONF_DIR, compose_cfg
+
+METHODS = [
+    "heavyball",
+    "agd",
+    "gose_seed",
+    "ancm_seed",
+    "combined_seed",
+    "gose",
+    "ancm",
+    "combined",
+]
+EXPECTED = {
+    # name: (dataset, lr values, seeds)
+    "seed_mnist": ("mnist", [0.02], [1, 2]),
+    "seed_cifar10": ("cifar10", [0.03], [1, 2, 3]),
+    "lr_robustness_mnist": ("mnist", [0.2, 0.02, 0.002, 0.0002], [1, 2]),
+    "lr_robustness_cifar10": ("cifar10", [0.3, 0.03, 0.003, 0.0003], [1, 2, 3]),
+}
+
+
+def test_every_experiment_file_is_covered():
+    assert sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")) == sorted(EXPECTED)
+
+
+def expand(params: dict) -> list[dict]:
+    """The jobs Hydra's basic sweeper makes from hydra.sweeper.params (cartesian product)."""
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    axes = [[(o.key_or_group, v) for v in o.sweep_string_iterator()] for o in parsed]
+    return [dict(job) for job in itertools.product(*axes)]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_experiment_composes_and_expands(name: str, tmp_path: Path):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        full = compose("train", overrides=[f"experiment={name}"], return_hydra_config=True)
+    jobs = expand(dict(full.hydra.sweeper.params))
+    dataset, lrs, seeds = EXPECTED[name]
+    assert len(jobs) == len(METHODS) * len(lrs) * len(seeds)
+    assert sorted({j["optimizer"] for j in jobs}) == sorted(METHODS)
+    assert sorted({int(j["seed"]) for j in jobs}) == seeds
+    # every job composes to the report's setup
+    for job in jobs[:: max(1, len(jobs) // 8)]:
+        overrides = [f"experiment={name}", *(f"{k}={v}" for k, v in job.items())]
+        cfg = compose_cfg(overrides, tmp_path)
+        assert cfg.dataset.name == dataset and cfg.dataset.val_size == 0
+        assert cfg.dataset.batch_size == 128 and cfg.trainer.max_epochs == 6
+        assert cfg.optimizer.lr in lrs
+        if len(lrs) == 1:
+            assert cfg.optimizer.lr == lrs[0]
