@@ -191,3 +191,18 @@ def test_float32_inputs():
     v64 = torch.randn(op.dim, dtype=torch.float64)
     hv = op.matvec(v64)  # cast to the parameters' dtype
     assert hv.dtype == torch.float32 and torch.isfinite(hv).all()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_works_inside_no_grad(method):
+    """Optimizers run ``step`` under ``torch.no_grad()``; products must still be exact."""
+    net, x, y = mlp(4)
+    params = list(net.parameters())
+    H = dense_hessian(net, x, y)
+    v = torch.randn(H.shape[0], dtype=torch.float64)
+    with torch.no_grad():
+        op = HessianOperator(lambda: F.cross_entropy(net(x), y), params, method=method, module=net)
+        hv = op.matvec(v)
+        _, g = flat_grad(lambda: F.cross_entropy(net(x), y), params)
+    torch.testing.assert_close(hv, H @ v, rtol=0, atol=1e-10)
+    assert float(g.norm()) > 0

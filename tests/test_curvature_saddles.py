@@ -201,3 +201,26 @@ def test_step_rules():
     assert out.accepted and torch.equal(p.detach(), torch.tensor([1.0, 2.25], dtype=f64))
     out0 = take_nc_step([p], torch.tensor([0.0, 1.0], dtype=f64), 0.0)
     assert not out0.accepted and torch.equal(p.detach(), torch.tensor([1.0, 2.25], dtype=f64))
+
+
+def test_searches_and_step_under_no_grad():
+    """An optimizer's ``step`` runs under ``torch.no_grad()``."""
+    p = point(0.0, 1.0)
+    with torch.no_grad():
+        op = HessianOperator(lambda: rosenbrock(p), [p])
+        res = lanczos(op, max_hvps=2)
+        nres = neon2(
+            lambda: rosenbrock(p),
+            [p],
+            max_grads=10,
+            eta=1e-3,
+            generator=torch.Generator().manual_seed(0),
+        )
+        sres = seed_power(
+            lambda n: lambda: rosenbrock(p), [p], generator=torch.Generator().manual_seed(0)
+        )
+        out = take_nc_step(
+            [p], res.direction, 0.5, grad=op.grad, closure=lambda: rosenbrock(p), accept=True
+        )
+    assert res.lam == pytest.approx(-398.0) and out.accepted
+    assert math.isfinite(nres.lam) and math.isfinite(sres.lam)

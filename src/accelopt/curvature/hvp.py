@@ -183,11 +183,11 @@ class HessianOperator:
 
     def _hvp_double_backward(self, vs: list[Tensor]) -> list[Tensor]:
         out = [torch.zeros_like(p) for p in self.params]
-        terms = [(g * vi).sum() for g, vi in zip(self._g, vs, strict=True) if g.requires_grad]
         idx = [i for i, p in enumerate(self.params) if p.requires_grad]
-        if not terms or not idx:
-            return out
         with torch.enable_grad():
+            terms = [(g * vi).sum() for g, vi in zip(self._g, vs, strict=True) if g.requires_grad]
+            if not terms or not idx:
+                return out
             dot = torch.stack(terms).sum()
             hs = torch.autograd.grad(
                 dot, [self.params[i] for i in idx], retain_graph=True, allow_unused=True
