@@ -11,11 +11,15 @@ not increase; a rejected step restores the parameters exactly.
 
 Typical use in an optimizer::
 
-    res = lanczos(HessianOperator(closure, params), max_hvps=20, eps_h=eps_h)
+    op = HessianOperator(closure, params)                 # search batch: loss, grad, graph
+    res = lanczos(op, max_hvps=20, eps_h=eps_h, v0=last_v, generator=gen)
+    last_v = res.candidate                                # warm start for the next search
     if res.found:
-        alpha = step_length(res.lam, rule="carmon", L2=L2)          # or rule="fixed"
-        out = take_nc_step(params, res.direction, alpha, grad=g, closure=closure, accept=True)
-        # out.accepted, out.loss_before, out.loss_after, out.length, out.sign
+        alpha = step_length(res.lam, rule="carmon", L2=L2)  # or rule="fixed", length=0.5
+        out = take_nc_step(params, res.direction, alpha, grad=op.grad, closure=closure,
+                           accept=True, loss_before=float(op.loss))
+        # out.accepted, out.loss_before, out.loss_after, out.length, out.sign, out.slope
+    del op                                                # invalid once the parameters moved
 """
 
 from __future__ import annotations
