@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,6 +30,7 @@ SEARCHES = ("lanczos", "neon2", "seed_power")
 NC_STEPS = ("carmon", "fixed")
 COUNTER_KEYS = (
     "checks",
+    "rechecks",
     "searches",
     "steps",
     "rejected",
@@ -40,6 +42,16 @@ COUNTER_KEYS = (
     "grads",
     "loss_change",
 )
+
+
+@dataclass
+class _Batch:
+    """A reference batch at the current θ: its closure, loss, gradient and (Lanczos) operator."""
+
+    closure: Closure
+    loss: Tensor
+    grad: Tensor
+    op: HessianOperator | None
 
 
 def _choice(name: str, value: Any, accepted: tuple[str, ...]) -> str:
@@ -77,23 +89,25 @@ class NCEscape(Optimizer):
             &\textbf{if } k \bmod K = 0 \textbf{ and timing = after: } \text{NC phase}
         \end{aligned}
 
-    The NC phase:
+    The NC phase (``S_r`` a fresh probe batch of ``search_batch`` samples per round; for
+    ``seed_power`` the sign batch plays its part):
 
     .. math::
         \begin{aligned}
             &\textbf{if not } \text{check}(\theta): \hat\theta \leftarrow \text{None};
                 \textbf{ return} \\
-            &\textbf{repeat } \text{max\_nc\_steps} \textbf{ times:} \\
+            &\textbf{for } r = 0, 1, \dots, \text{max\_nc\_steps} - 1: \\
+            &\quad \textbf{if } r > 0 \textbf{ and not } \text{recheck}(\theta): \textbf{ break}
+                \quad (\text{counted in checks and rechecks}) \\
             &\quad (\lambda, v) \leftarrow \text{search}(\theta)
-                \quad \text{(smallest eigenpair estimate of } H = \nabla^2 f_S,
-                \ S \text{ a fixed probe batch)} \\
+                \quad \text{(smallest eigenpair estimate of } H = \nabla^2 f_{S_r}) \\
             &\quad \textbf{if } \lambda > -\epsilon_H: \textbf{ break} \\
-            &\quad d \leftarrow -v \textbf{ if } \langle g_S, v\rangle > 0 \textbf{ else } v
-                \quad (g_S \text{ from S, or from a fresh probe of sign\_batch}) \\
+            &\quad d \leftarrow -v \textbf{ if } \langle g_{S_r}, v\rangle > 0 \textbf{ else } v
+                \quad (\text{or } g \text{ from a fresh probe of sign\_batch}) \\
             &\quad \alpha \leftarrow 2|\lambda| / L_2 \ \text{(carmon)}
                 \ \text{or}\ \alpha_0\ \text{(fixed)} \\
             &\quad \theta \leftarrow \theta + \alpha d;\ \textbf{if } \text{accept and }
-                f_S(\theta) > f_S(\theta_{\text{old}}):
+                f_{S_r}(\theta) > f_{S_r}(\theta_{\text{old}}):
                 \text{halve } \alpha \text{ up to } \text{backtracks} \text{ times, else undo
                 (rejected) and break} \\
             &\hat\theta \leftarrow \theta \quad (\text{re-anchor; only stored when }
@@ -101,6 +115,28 @@ class NCEscape(Optimizer):
             &\textbf{if } \text{an NC step was taken and reset\_momentum}:
                 \text{momentum buffers} \leftarrow 0
         \end{aligned}
+
+    **Every search is preceded by a check**, so ``searches ≤ checks`` and
+    ``steps + rejected ≤ searches`` always hold. Carmon et al.'s NC descent is meant for the
+    small-gradient region only, and an NC step of length ``2|λ|/L₂`` changes the gradient by about
+    ``2λ²/L₂``; so before each further round of a phase (``max_nc_steps > 1``) the iterate is
+    re-checked. The re-check of the ``"noise"`` check is free: building the next round's
+    :class:`~accelopt.curvature.hvp.HessianOperator` computes ``g_{S_r}`` anyway (Neon2 and
+    ``seed_power`` pay one gradient for it, which then serves as the sign / acceptance gradient),
+    and it passes iff
+
+    .. math::
+        \|g_{S_r}\|^2 \le \|g_{S_0}\|^2
+            + \max\big(0,\ \rho\hat\sigma^2 + \tau^2 - \widehat{\|\nabla f\|^2}\big)
+
+    with ``σ̂², ‖∇f‖²^`` the estimates of the noise check that opened the phase (see
+    :class:`~accelopt.optim.check.NoiseCheck`). ``S_0`` and ``S_r`` have the same size, hence
+    the same noise floor ``E‖g_S − ∇f‖²``, so the difference estimates
+    ``‖∇f(θ_r)‖² − ‖∇f(θ_0)‖²``: the re-check passes while the true gradient has grown by no more
+    than the margin by which the phase's check passed (``ρσ̂² + τ² − ‖∇f‖²^``), i.e. while the
+    iterate is still in the small-gradient region the check accepted. On a deterministic problem
+    (no noise) it passes only while ``‖g‖`` has not grown at all. The ``"seed"`` check re-runs
+    itself (``check_batches`` gradients), ``"always"`` passes.
 
     The check is ``"noise"`` (free; see :class:`accelopt.optim.check.NoiseCheck`), ``"seed"``
     (the report's: ‖mean of ``check_batches`` probe gradients of ``check_batch_size``‖ <
@@ -148,7 +184,8 @@ class NCEscape(Optimizer):
     samples (a fixed batch: calling it twice evaluates the same samples). A probe is required
     whenever an NC phase is due (unless ``check="never"``).
 
-    ``counters`` (cumulative): ``checks``, ``searches``, ``steps`` (NC steps taken), ``rejected``,
+    ``counters`` (cumulative): ``checks`` (scheduled checks plus re-checks), ``rechecks``,
+    ``searches``, ``steps`` (NC steps taken), ``rejected``,
     ``hvps`` (Hessian-vector products, or Neon2 gradients), ``lambda_min`` (λ estimate of the last
     search; NaN before any), ``time_s`` (all NC work), ``check_time_s``, ``search_time_s``,
     ``grads`` (extra gradients: seed checks, operator set-up, sign batches) and ``loss_change``
@@ -427,8 +464,17 @@ class NCEscape(Optimizer):
             c["time_s"] += t1 - t0
             return
         moved = False
-        for _ in range(self.max_nc_steps):
-            if not self._search_and_step(probe):
+        ref_sq: float | None = None  # ‖g_S‖² at the phase's first search point (for re-checks)
+        for r in range(self.max_nc_steps):
+            # Lanczos builds its operator (and so g_S) anyway; the other searches compute g_S
+            # ahead only when a re-check needs it (one gradient).
+            need = self.search == "lanczos" or (self.max_nc_steps > 1 and self.check == "noise")
+            batch = self._reference_batch(probe) if need else None
+            if r == 0:
+                ref_sq = None if batch is None else float(batch.grad.dot(batch.grad))
+            elif not self._recheck(probe, batch, ref_sq):
+                break
+            if not self._search_and_step(probe, batch):
                 break
             moved = True
         if self.prox > 0:
@@ -437,28 +483,63 @@ class NCEscape(Optimizer):
             self._zero_momentum()
         c["time_s"] += time.perf_counter() - t0
 
-    def _search_and_step(self, probe: Probe) -> bool:
-        """One search and (if it found a direction) one NC step; True iff the step was kept."""
+    def _reference_batch(self, probe: Probe) -> _Batch:
+        """Draw the search (or, for ``seed_power``, the sign) batch and its gradient at θ."""
+        c = self.counters
+        params = self._params()
+        if self.search == "lanczos":
+            closure = probe(self.search_batch)
+            op = HessianOperator(closure, params, method=self.hvp_method, reduce=self.reduce)
+            c["grads"] += 1
+            return _Batch(closure, op.loss, op.grad, op)
+        size = self.search_batch if self.search == "neon2" else self.sign_batch
+        closure = probe(int(size))  # type: ignore[arg-type]
+        loss, grad = flat_grad(closure, self._params(), reduce=self.reduce)
+        c["grads"] += 1
+        return _Batch(closure, loss, grad, None)
+
+    def _recheck(self, probe: Probe, batch: _Batch | None, ref_sq: float | None) -> bool:
+        """The check before every search after the first of a phase (counted in ``checks``)."""
+        c = self.counters
+        t0 = time.perf_counter()
+        c["checks"] += 1
+        c["rechecks"] += 1
+        if self.check == "noise":
+            assert batch is not None and ref_sq is not None
+            grad_sq, noise = self._noise.last_grad_sq, self._noise.last_noise
+            margin = self._noise.ratio * max(noise, 0.0) + self._noise.tol**2 - grad_sq
+            fires = float(batch.grad.dot(batch.grad)) <= ref_sq + max(margin, 0.0)
+        else:
+            fires = self._check_fires(probe)
+        c["check_time_s"] += time.perf_counter() - t0
+        return fires
+
+    def _search_and_step(self, probe: Probe, batch: _Batch | None = None) -> bool:
+        """One search and (if it found a direction) one NC step; True iff the step was kept.
+
+        ``batch``: the reference batch from :meth:`_reference_batch` (required for Lanczos); for
+        Neon2 it is the search batch, for ``seed_power`` the sign batch.
+        """
         c = self.counters
         params = self._params()
         t0 = time.perf_counter()
         ref_closure: Closure | None = None
         ref_loss = ref_grad = None
+        if batch is not None:
+            ref_closure, ref_loss, ref_grad = batch.closure, batch.loss, batch.grad
         if self.search == "lanczos":
-            ref_closure = probe(self.search_batch)
-            op = HessianOperator(ref_closure, params, method=self.hvp_method, reduce=self.reduce)
-            c["grads"] += 1
+            assert batch is not None and batch.op is not None
             result: SearchResult = lanczos(
-                op,
+                batch.op,
                 max_hvps=self.max_hvps,
                 eps_h=self.eps_h,
                 v0=self._direction,
                 generator=self._generator,
             )
-            ref_loss, ref_grad = op.loss, op.grad
-            del op
+            batch.op = None  # free the retained first-order graph
         elif self.search == "neon2":
-            ref_closure = probe(self.search_batch)
+            if ref_closure is None:
+                ref_closure = probe(self.search_batch)
             result = neon2(
                 ref_closure,
                 params,
@@ -494,7 +575,7 @@ class NCEscape(Optimizer):
             return False
         v = result.direction.detach()
 
-        if self.sign_batch is not None:
+        if self.sign_batch is not None and not (self.search == "seed_power" and batch is not None):
             ref_closure = probe(self.sign_batch)
             ref_loss = ref_grad = None
         if ref_grad is None:
@@ -565,7 +646,9 @@ class NCEscape(Optimizer):
             return None if t is None else t.detach().clone().to(dtype=ref.dtype, device=ref.device)
 
         self._n_steps = int(nc["n_steps"])
-        self.counters = {k: float(v) for k, v in nc["counters"].items()}
+        self.counters = {k: 0.0 for k in COUNTER_KEYS}  # keys added since the save start at 0
+        self.counters["lambda_min"] = float("nan")
+        self.counters.update({k: float(v) for k, v in nc["counters"].items()})
         self._anchor = vec(nc["anchor"])
         self._direction = vec(nc["direction"])
         self._generator.set_state(nc["generator"].cpu())
