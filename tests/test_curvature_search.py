@@ -204,14 +204,24 @@ def test_tiny_conv_lambda_min_within_5_percent_in_30_hvps():
     )
     assert all(torch.equal(p, q) for p, q in zip(params, x0, strict=True))  # exactly restored
     sres = seed_power(lambda n: closure, params, generator=torch.Generator().manual_seed(0))
+    s30 = seed_power(
+        lambda n: closure, params, outer=1, inner=10, generator=torch.Generator().manual_seed(0)
+    )
+
+    def rq(d):
+        return float(d @ H @ d)
+
     print(
         f"\ntiny conv net (dim {H.shape[0]}): eigvalsh lam_min={lam_min:.5f} lam_max={lam_max:.4f}\n"
         f"  lanczos    hvps={res.hvps:2d} lam={res.lam:.5f} rel.err={abs(res.lam / lam_min - 1):.2e}\n"
         f"  neon2      hvps={nres.hvps:2d} lam={nres.lam:.5f} rel.err={abs(nres.lam / lam_min - 1):.2e}"
         f" found={nres.found}\n"
-        f"  seed_power hvps={sres.hvps:2d} lam={sres.lam:.5f} (48 HVPs, report defaults)"
-        f" found={sres.found}"
+        f"  seed_power hvps={s30.hvps:2d} est={s30.lam:.5f} v'Hv={rq(s30.candidate):.5f} (E=1, m=10)"
+        f" found={s30.found}\n"
+        f"  seed_power hvps={sres.hvps:2d} est={sres.lam:.5f} v'Hv={rq(sres.candidate):.5f}"
+        f" (report defaults) found={sres.found}"
     )
+    assert s30.hvps == 30
     assert nres.hvps <= 30 and math.isfinite(nres.lam)
     assert sres.hvps == 48 and math.isfinite(sres.lam)
 
