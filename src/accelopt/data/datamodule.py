@@ -35,6 +35,8 @@ class ShuffledBatches(Sampler[Tensor]):
     Under data parallelism every rank draws the same permutation and keeps every
     ``world_size``-th index starting at ``rank`` (padding by wrapping so ranks take equal steps).
     The last partial batch is kept unless ``drop_last``. Lightning calls :meth:`set_epoch`.
+    :meth:`skip_to` makes the next iteration of an epoch start after its first batches (a run
+    resumed from a mid-epoch checkpoint sees exactly the batches it had not trained on yet).
     """
 
     def __init__(
@@ -51,9 +53,14 @@ class ShuffledBatches(Sampler[Tensor]):
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
         self.epoch = 0
+        self._skip: tuple[int, int] | None = None  # (epoch, batches) to skip once
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def skip_to(self, epoch: int, batches: int) -> None:
+        """Let the next iteration over ``epoch`` start at its batch number ``batches``."""
+        self._skip = (epoch, batches) if batches > 0 else None
 
     def _indices(self) -> Tensor:
         if self.shuffle:
@@ -68,7 +75,12 @@ class ShuffledBatches(Sampler[Tensor]):
 
     def __iter__(self) -> Iterator[Tensor]:
         idx = self._indices()
-        for start in range(0, len(idx), self.batch_size):
+        first = 0
+        if self._skip is not None:
+            if self._skip[0] == self.epoch:
+                first = self._skip[1] * self.batch_size
+            self._skip = None
+        for start in range(first, len(idx), self.batch_size):
             batch = idx[start : start + self.batch_size]
             if self.drop_last and len(batch) < self.batch_size:
                 return
@@ -77,6 +89,30 @@ class ShuffledBatches(Sampler[Tensor]):
     def __len__(self) -> int:
         m = math.ceil(self.n / self.world_size) if self.world_size > 1 else self.n
         return m // self.batch_size if self.drop_last else math.ceil(m / self.batch_size)
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader over a :class:`ShuffledBatches` sampler that Lightning can resume mid-epoch.
+
+    Lightning saves the ``state_dict`` of a training loader that has one in its checkpoints and
+    loads it before iterating again. The state is the epoch and the number of batches the
+    trainer has processed in it (read from the trainer, not counted here, since Lightning
+    fetches one batch ahead); on load the sampler skips those batches once.
+    """
+
+    def __init__(self, *args: object, progress: object = None, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self._progress = progress  # () -> (epoch, batches processed in it)
+
+    def state_dict(self) -> dict[str, int]:
+        epoch, done = self._progress() if self._progress is not None else (0, 0)
+        return {"epoch": int(epoch), "batches": int(done)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        sampler = self.sampler
+        if isinstance(sampler, ShuffledBatches):
+            batches = int(state["batches"])
+            sampler.skip_to(int(state["epoch"]), batches if batches < len(sampler) else 0)
 
 
 class ClassificationDataModule(L.LightningDataModule):
@@ -125,6 +161,8 @@ class ClassificationDataModule(L.LightningDataModule):
                 f"dataset.mean={list(mean)} and dataset.std={list(std)} need {in_channels} "
                 "entries each (one per input channel) and std > 0."
             )
+        # plain tuples (not Hydra's ListConfig), so checkpoints load with weights_only=True
+        mean, std = tuple(float(m) for m in mean), tuple(float(v) for v in std)  # noqa: F841
         self.save_hyperparameters()
         self.train_set: TensorDataset | None = None
         self.val_set: TensorDataset | None = None
@@ -195,7 +233,9 @@ class ClassificationDataModule(L.LightningDataModule):
             return 0, 1
         return trainer.global_rank, trainer.world_size
 
-    def _loader(self, ds: TensorDataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(
+        self, ds: TensorDataset, batch_size: int, shuffle: bool, resumable: bool = False
+    ) -> DataLoader:
         rank, world = self._rank_world()
         sampler = ShuffledBatches(
             len(ds),
@@ -205,16 +245,26 @@ class ClassificationDataModule(L.LightningDataModule):
             rank=rank,
             world_size=world,
         )
-        return DataLoader(
-            ds,
-            sampler=sampler,
-            batch_size=None,  # the sampler yields whole batches of indices
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
-        )
+        kwargs = {
+            "sampler": sampler,
+            "batch_size": None,  # the sampler yields whole batches of indices
+            "num_workers": self.hparams.num_workers,
+            "persistent_workers": self.hparams.num_workers > 0,
+        }
+        if resumable:
+            return ResumableLoader(ds, progress=self._train_progress, **kwargs)
+        return DataLoader(ds, **kwargs)
+
+    def _train_progress(self) -> tuple[int, int]:
+        """(epoch, training batches processed in it) according to the trainer."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 0
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return trainer.current_epoch, done
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
+        return self._loader(self.train_set, self.hparams.batch_size, shuffle=True, resumable=True)
 
     @property
     def eval_names(self) -> list[str]:
@@ -257,6 +307,7 @@ class ClassificationDataModule(L.LightningDataModule):
         return self.train_set.tensors[0][idx], self.train_set.tensors[1][idx]
 
     def state_dict(self) -> dict:
+        """The probe stream's position (Lightning saves it in checkpoints and restores it)."""
         return {
             "probe_generator": self._probe_generator.get_state(),
             "probe_perm": self._probe_perm,
