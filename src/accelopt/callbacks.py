@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from typing import Any
@@ -60,7 +61,10 @@ class RunRecorder(L.Callback):
 
     Reads the module's per-step losses (``pl_module.step_losses``), the evaluation metrics
     Lightning gathered, the epoch timer and, for NC optimizers, the optimizer's counters.
-    Its state is saved in checkpoints, so a resumed run keeps its history.
+    Its state is saved in checkpoints (the buffered step losses are flushed first, so a
+    mid-epoch checkpoint holds every step up to it), so a resumed run keeps its history.
+    Under DDP it also gathers a SHA-256 digest of every rank's parameters at the end of
+    training (``param_digests``, one per rank): equal digests mean the ranks stayed in sync.
     """
 
     def __init__(self, timer: EpochTimer) -> None:
@@ -68,6 +72,12 @@ class RunRecorder(L.Callback):
         self.epochs: list[dict[str, Any]] = []
         self.loss_steps: list[int] = []
         self.loss_values: list[float | None] = []
+        self.param_digests: list[str] = []
+        self._trainer: L.Trainer | None = None
+        self._module: L.LightningModule | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._trainer, self._module = trainer, pl_module
 
     def flush_steps(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[float]:
         """Move the module's buffered step losses into the record; return them."""
@@ -81,7 +91,15 @@ class RunRecorder(L.Callback):
         return values
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        values = self.flush_steps(trainer, pl_module)
+        self.flush_steps(trainer, pl_module)
+        # this epoch's steps: those after the previous epoch's last one (flushes may have
+        # happened mid-epoch, at checkpoints, and the epoch may have been resumed)
+        since = self.epochs[-1]["step"] if self.epochs else 0
+        values = [
+            v
+            for s, v in zip(self.loss_steps, self.loss_values, strict=True)
+            if s >= since and v is not None
+        ]
         row: dict[str, Any] = {
             "epoch": trainer.current_epoch,
             "step": trainer.global_step,
@@ -95,7 +113,18 @@ class RunRecorder(L.Callback):
         row.update({f"nc/{k}": v for k, v in nc_counters(trainer).items()})
         self.epochs.append(row)
 
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.world_size > 1:
+            import torch.distributed as dist
+
+            digest = param_digest(pl_module)
+            gathered: list[Any] = [None] * trainer.world_size
+            dist.all_gather_object(gathered, digest)
+            self.param_digests = [str(d) for d in gathered]
+
     def state_dict(self) -> dict[str, Any]:
+        if self._trainer is not None and self._module is not None:
+            self.flush_steps(self._trainer, self._module)
         return {
             "epochs": self.epochs,
             "loss_steps": self.loss_steps,
@@ -106,6 +135,14 @@ class RunRecorder(L.Callback):
         self.epochs = list(state_dict["epochs"])
         self.loss_steps = list(state_dict["loss_steps"])
         self.loss_values = list(state_dict["loss_values"])
+
+
+def param_digest(module: torch.nn.Module) -> str:
+    """SHA-256 of the module's parameters (their bytes, in order): equal iff bitwise equal."""
+    h = hashlib.sha256()
+    for p in module.parameters():
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def nc_counters(trainer: L.Trainer) -> dict[str, float]:

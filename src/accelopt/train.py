@@ -28,6 +28,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from accelopt.callbacks import EpochTimer, RunRecorder, nc_counters
+from accelopt.checkpoint import AtomicCheckpointIO
 from accelopt.config import ConfigError, check_config
 from accelopt.data.sources import DataSourceError
 from accelopt.models.module import ClassifierModule, Diverged
@@ -61,26 +62,57 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 
 
 def build_trainer(cfg: DictConfig, out: Path, callbacks: list[L.Callback]) -> L.Trainer:
+    """The Lightning trainer of ``cfg``: hardware, loggers, callbacks, atomic checkpoint files.
+
+    ``hardware.strategy`` is a Lightning strategy name (``auto``, ``ddp``, ...) or a config with
+    a ``_target_`` (e.g. ``DDPStrategy`` with ``process_group_backend: gloo``).
+    """
     hw = cfg.hardware
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
     extra = [instantiate(cb) for cb in (cfg.get("callbacks") or {}).values()]
+    strategy = hw.strategy
+    if OmegaConf.is_dict(strategy):
+        strategy = instantiate(strategy)
     return L.Trainer(
         accelerator=hw.accelerator,
         devices=hw.devices,
-        strategy=hw.strategy,
+        strategy=strategy,
         precision=hw.precision,
         num_nodes=hw.get("num_nodes", 1),
         logger=loggers or False,
         callbacks=callbacks + extra,
+        plugins=[AtomicCheckpointIO()],
         default_root_dir=str(out),
         use_distributed_sampler=False,  # the data module shards batches itself
         **OmegaConf.to_container(cfg.trainer, resolve=True),
     )
 
 
+CKPT_KEYWORDS = ("last", "best", "hpc")
+
+
+def _ckpt_path(cfg: DictConfig) -> str | None:
+    """``cfg.ckpt_path``: ``None``, a keyword Lightning resolves, or an existing file's path.
+
+    ``last`` is resolved by Lightning: the newest ``last*.ckpt`` in the folders of the run's
+    ``ModelCheckpoint`` callbacks (``<output_dir>/checkpoints``); when there is none, training
+    starts from scratch (so ``ckpt_path=last`` can be set on every (re)submission of a job).
+    """
+    path = cfg.get("ckpt_path")
+    if path is None or str(path) in CKPT_KEYWORDS:
+        return None if path is None else str(path)
+    if not Path(str(path)).expanduser().is_file():
+        raise ConfigError(
+            f"ckpt_path={str(path)!r} is not a file (resolved from {str(Path.cwd())!r}); give a "
+            "checkpoint's path, or ckpt_path=last to resume from this run folder's last.ckpt."
+        )
+    return str(Path(str(path)).expanduser())
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train one model as ``cfg`` says; return the run record that is also in ``metrics.json``."""
     check_config(cfg)
+    ckpt_path = _ckpt_path(cfg)
     out = Path(cfg.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     if cfg.hardware.get("num_threads"):
@@ -116,11 +148,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     }
     t0 = time.perf_counter()
     error: BaseException | None = None
+    diverged_at = 0
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         record["status"] = "completed"
     except Diverged as exc:
         record["status"], record["error"] = "diverged", str(exc)
+        diverged_at = exc.step
     except Exception as exc:  # recorded, then raised: other jobs of a sweep keep running
         record["status"] = "failed"
         record["error"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
@@ -128,7 +162,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         error = exc
     recorder.flush_steps(trainer, module)
     if record["status"] == "diverged":
-        recorder.loss_steps.append(trainer.global_step)
+        recorder.loss_steps.append(diverged_at)
         recorder.loss_values.append(None)
 
     epochs = recorder.epochs
@@ -142,7 +176,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         final={k: v for k, v in final.items() if not k.startswith("nc/")},
         nc=nc_counters(trainer) or None,
         duration_s=time.perf_counter() - t0,
+        resumed_from=trainer.ckpt_path,
+        world_size=trainer.world_size,
     )
+    if recorder.param_digests:
+        record["param_digests"] = recorder.param_digests
     if trainer.is_global_zero:
         write_json_atomic(out / "metrics.json", record)
         _log_hparams(trainer, cfg, record)
