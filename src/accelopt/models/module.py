@@ -5,6 +5,22 @@ NC-capable optimizer (class attribute ``needs_hvp = True``) is stepped as
 ``opt.step(closure, probe=probe, batch_idx=batch_idx)`` (DESIGN.md §2): ``closure()`` returns the
 minibatch loss with its graph, ``probe(n)`` a loss closure over ``n`` fresh training samples
 supplied by the data module. The optimizer differentiates them itself.
+
+Distributed data parallel (Lightning's DDP strategy; issue 6). Each rank holds its own share of
+every batch and probe. The closures call the *un-wrapped* ``self.net``, so DDP's forward
+machinery is not involved in them, and gradients are averaged in one of two ways:
+
+- plain optimizers: ``manual_backward`` runs ``loss.backward()``, whose gradient-accumulation
+  hooks DDP registered on the parameters; DDP's reducer all-reduces (averages) ``.grad`` before
+  ``opt.step()``, as in any DDP run.
+- NC optimizers differentiate with ``torch.autograd.grad``, which bypasses those hooks. So
+  :meth:`ClassifierModule.configure_optimizers` sets ``opt.reduce`` to an all-reduce mean, which
+  the optimizer applies to the minibatch gradient of its base step, to every check gradient and
+  HVP of a search, and to the acceptance-test losses: every rank sees the same operator and
+  takes the same step, and the parameters stay identical across ranks.
+
+The recorded training loss is the mean over ranks (one scalar all-reduce per step), and the
+divergence test uses it, so all ranks stop together.
 """
 
 from __future__ import annotations
@@ -71,6 +87,11 @@ class ClassifierModule(L.LightningModule):
         return opt
 
     # -- training ----------------------------------------------------------------------------
+    @property
+    def _distributed(self) -> bool:
+        trainer = self._trainer
+        return trainer is not None and trainer.world_size > 1
+
     def _closure(self, x: Tensor, y: Tensor, check: bool) -> LossClosure:
         def closure() -> Tensor:
             loss = self.criterion(self.net(x), y)
@@ -88,7 +109,10 @@ class ClassifierModule(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         opt = self.optimizers()
         x, y = batch
-        closure = self._closure(x, y, check=True)
+        distributed = self._distributed
+        # one process: stop before a non-finite loss is stepped on; DDP: test the rank mean
+        # after the step instead, so that every rank raises together (no hung collective)
+        closure = self._closure(x, y, check=not distributed)
         if needs_hvp(opt.optimizer):
             loss = opt.step(closure, probe=self.probe, batch_idx=batch_idx)
         else:
@@ -97,6 +121,10 @@ class ClassifierModule(L.LightningModule):
             self.manual_backward(loss)
             opt.step()
         loss = loss.detach()
+        if distributed:
+            loss = _all_reduce_mean(loss.clone())
+            if not torch.isfinite(loss):
+                raise Diverged(self.global_step - 1, float(loss))  # that step was taken
         self.step_losses.append(loss)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         if needs_hvp(opt.optimizer) and self.log_nc_every_step:
