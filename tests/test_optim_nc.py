@@ -359,10 +359,10 @@ def test_ancm_rechecks_after_an_nc_step_and_stops_when_the_gradient_grew() -> No
     # f = ½(ab − 1)² from the saddle 0: Nesterov stays at 0, so at step 5 the noise check's window
     # holds five zero gradients (‖∇f‖² = σ̂² = 0) and fires. The first round finds λ = −1 and
     # steps to a point where ‖∇f‖ > 0; the re-check (margin 0 on a noiseless problem) refuses a
-    # second search although max_nc_steps = 5.
+    # second search although max_nc_steps > 1.
     p = torch.zeros(2, dtype=DT, requires_grad=True)
     opt = ANCM([p], lr=0.1, every=5)
-    assert opt.max_nc_steps == 5 and opt.check == "noise"
+    assert opt.max_nc_steps > 1 and opt.check == "noise"
 
     def closure() -> Tensor:
         return factorisation(p)
