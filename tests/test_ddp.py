@@ -221,3 +221,37 @@ def test_ddp_cpu_training_matches_one_process(
         torch.testing.assert_close(a["state_dict"][key], value, rtol=1e-5, atol=1e-5)
     # the runs trained (the loss moved), so equal trajectories are not vacuous
     assert len(set(one["train_loss"]["value"])) == len(one["train_loss"]["value"])
+
+
+def test_hardware_configs_build_the_intended_trainers(make_cfg) -> None:
+    from lightning.pytorch.strategies import DDPStrategy
+
+    from accelopt.checkpoint import AtomicCheckpointIO
+    from accelopt.train import build_trainer
+
+    cfg = make_cfg("hardware=ddp_cpu")
+    trainer = build_trainer(cfg, Path(cfg.output_dir), [])  # builds only: nothing is launched
+    assert isinstance(trainer.strategy, DDPStrategy)
+    assert trainer.strategy._process_group_backend == "gloo"
+    assert trainer.num_devices == 2 and trainer.strategy.root_device.type == "cpu"
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    for name in ("gpu", "ddp"):
+        hw = make_cfg(f"hardware={name}").hardware
+        assert hw.accelerator == "gpu" and hw.precision == "32-true"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_run_with_an_nc_optimizer(make_cfg) -> None:
+    from accelopt.train import train
+
+    record = train(
+        make_cfg(
+            "hardware=gpu",
+            "logger=none",
+            "trainer.limit_train_batches=4",
+            "optimizer=gose",
+            "optimizer.every=2",
+            "optimizer.check=always",
+        )
+    )
+    assert record["status"] == "completed" and record["nc"]["searches"] > 0
