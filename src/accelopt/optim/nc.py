@@ -465,14 +465,17 @@ class NCEscape(Optimizer):
             return
         moved = False
         ref_sq: float | None = None  # ‖g_S‖² at the phase's first search point (for re-checks)
+        noise = self.check == "noise"
         for r in range(self.max_nc_steps):
+            if r > 0 and not noise and not self._recheck(probe, None, None):
+                break  # "seed" / "always": re-check before drawing the next batch
             # Lanczos builds its operator (and so g_S) anyway; the other searches compute g_S
-            # ahead only when a re-check needs it (one gradient).
-            need = self.search == "lanczos" or (self.max_nc_steps > 1 and self.check == "noise")
+            # ahead only when the noise re-check needs it (one gradient).
+            need = self.search == "lanczos" or (self.max_nc_steps > 1 and noise)
             batch = self._reference_batch(probe) if need else None
             if r == 0:
                 ref_sq = None if batch is None else float(batch.grad.dot(batch.grad))
-            elif not self._recheck(probe, batch, ref_sq):
+            elif noise and not self._recheck(probe, batch, ref_sq):
                 break
             if not self._search_and_step(probe, batch):
                 break
