@@ -180,6 +180,8 @@ def cli_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
         for kind, args in runs.items():
             name = f"{opt}_{kind}"
             procs[name] = _launch([*args, f"hydra.run.dir={root / name}"], root)
+    diverge = [*FAST, "logger=none", "hardware=ddp_cpu", "optimizer=sgd", "optimizer.lr=1e4"]
+    procs["diverge_ddp"] = _launch([*diverge, f"hydra.run.dir={root / 'diverge_ddp'}"], root)
     outputs = {name: p.communicate(timeout=300)[0] for name, p in procs.items()}
     for name, p in procs.items():
         assert p.returncode == 0, f"{name}:\n{outputs[name][-3000:]}"
@@ -255,3 +257,15 @@ def test_gpu_run_with_an_nc_optimizer(make_cfg) -> None:
         )
     )
     assert record["status"] == "completed" and record["nc"]["searches"] > 0
+
+
+def test_ddp_divergence_stops_every_rank_cleanly(cli_runs: tuple[Path, dict[str, str]]) -> None:
+    """The rank-mean loss decides, so both ranks stop at the same step (no hung collective)."""
+    root, outputs = cli_runs
+    rec = json.loads((root / "diverge_ddp" / "metrics.json").read_text())
+    assert rec["status"] == "diverged"
+    steps, values = rec["train_loss"]["step"], rec["train_loss"]["value"]
+    assert steps == list(range(len(steps))) and len(steps) >= 2
+    assert values[-1] is None and all(v is not None for v in values[:-1])
+    assert rec["stopped_at_step"] == steps[-1]
+    assert outputs["diverge_ddp"].count("[accelopt] run folder:") == 1

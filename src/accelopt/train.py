@@ -161,8 +161,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         record["traceback"] = traceback.format_exc()
         error = exc
     recorder.flush_steps(trainer, module)
-    if record["status"] == "diverged":
-        recorder.loss_steps.append(diverged_at)
+    if record["status"] == "diverged" and diverged_at not in recorder.loss_steps[-1:]:
+        recorder.loss_steps.append(diverged_at)  # the non-finite loss that stopped the run
         recorder.loss_values.append(None)
 
     epochs = recorder.epochs
@@ -170,7 +170,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     final = {k: v for k, v in (epochs[-1] if epochs else {}).items() if "/" in k}
     final["time/epoch_s"] = sum(times) / len(times) if times else None
     record.update(
-        stopped_at_step=trainer.global_step,
+        stopped_at_step=diverged_at if record["status"] == "diverged" else trainer.global_step,
         epochs=epochs,
         train_loss={"step": recorder.loss_steps, "value": recorder.loss_values},
         final={k: v for k, v in final.items() if not k.startswith("nc/")},

@@ -124,7 +124,8 @@ class ClassifierModule(L.LightningModule):
         if distributed:
             loss = _all_reduce_mean(loss.clone())
             if not torch.isfinite(loss):
-                raise Diverged(self.global_step - 1, float(loss))  # that step was taken
+                self.step_losses.append(loss)  # recorded (as null): that step was taken
+                raise Diverged(self.global_step - 1, float(loss))
         self.step_losses.append(loss)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         if needs_hvp(opt.optimizer) and self.log_nc_every_step:
