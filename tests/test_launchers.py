@@ -103,3 +103,27 @@ def test_joblib_multirun_runs_two_jobs_in_parallel(tmp_path: Path) -> None:
     assert [(r["seed"], r["status"]) for r in records] == [(1, "completed"), (2, "completed")]
     assert all(r["stopped_at_step"] == 3 for r in records)
     assert records[0]["train_loss"]["value"] != records[1]["train_loss"]["value"]
+
+
+def test_self_launching_ddp_is_refused_inside_a_multirun(tmp_path: Path) -> None:
+    """Lightning would relaunch ``-m ...`` once per rank: a clear error instead."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import open_dict
+
+    from accelopt.config import ConfigError
+    from accelopt.train import train
+
+    cfg = _compose([*FAST, "hardware=ddp_cpu", "logger=none"])
+    with open_dict(cfg):
+        cfg.hydra.mode = RunMode.MULTIRUN
+        cfg.output_dir = str(tmp_path / "run")
+        cfg.hydra.runtime.output_dir = cfg.output_dir
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    try:
+        with pytest.raises(ConfigError, match="multirun"):
+            train(cfg)
+    finally:
+        HydraConfig.instance().cfg = None  # the next test composes its own

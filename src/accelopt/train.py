@@ -109,6 +109,20 @@ def _ckpt_path(cfg: DictConfig) -> str | None:
     return str(Path(str(path)).expanduser())
 
 
+def _refuse_relaunch_in_multirun(trainer: L.Trainer) -> None:
+    """DDP that starts its own processes (``hardware=ddp_cpu``/``ddp`` outside SLURM) cannot run
+    inside a Hydra multirun: Lightning relaunches the command line, ``-m`` and all."""
+    if trainer.world_size <= 1 or getattr(trainer.strategy, "launcher", None) is None:
+        return
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise ConfigError(
+            "hardware with several processes (e.g. hardware=ddp_cpu or hardware=ddp) cannot be "
+            "used in a local multirun (-m): Lightning would relaunch the whole sweep once per "
+            "rank. Run each point as a single run, or sweep on SLURM (hydra/launcher=slurm with "
+            "hydra.launcher.tasks_per_node = GPUs per node), where SLURM starts the ranks."
+        )
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train one model as ``cfg`` says; return the run record that is also in ``metrics.json``."""
     check_config(cfg)
@@ -130,6 +144,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     timer = EpochTimer()
     recorder = RunRecorder(timer)
     trainer = build_trainer(cfg, out, [timer, recorder])
+    _refuse_relaunch_in_multirun(trainer)
 
     choices, overrides = _hydra_choices()
     record: dict[str, Any] = {
