@@ -141,7 +141,7 @@ def param_digest(module: torch.nn.Module) -> str:
     """SHA-256 of the module's parameters (their bytes, in order): equal iff bitwise equal."""
     h = hashlib.sha256()
     for p in module.parameters():
-        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+        h.update(p.detach().reshape(-1).cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
