@@ -167,3 +167,7 @@ def test_sigkill_during_a_save_never_breaks_the_checkpoint(tmp_path: Path) -> No
     assert torch.load(path, weights_only=True)["step"] == 1  # the good one is intact
     # and Lightning's ckpt_path="last" search ignores the partial file (suffix is not .ckpt)
     assert partial[0].suffix != ".ckpt"
+    # the next successful save replaces the checkpoint and removes the leftover
+    AtomicCheckpointIO().save_checkpoint({"step": 3}, path)
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
+    assert torch.load(path, weights_only=True)["step"] == 3

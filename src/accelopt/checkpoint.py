@@ -7,7 +7,8 @@ mid-copy leaves a truncated ``last.ckpt``), nothing is fsync-ed, and a killed sa
 temporary file behind in ``/tmp``. :class:`AtomicCheckpointIO` writes next to the target
 instead (``<name>.tmp-<pid>``, a name Lightning's ``ckpt_path="last"`` search ignores), fsyncs it
 and ``os.replace``-s it over the target, which is atomic on POSIX: readers see the old file or
-the new one, never a partial one.
+the new one, never a partial one. A temporary file left by a killed save is removed by the next
+successful save of the same checkpoint.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    for stale in path.parent.glob(f"{path.name}.tmp-*"):  # left by a save that was killed
+        stale.unlink(missing_ok=True)
     try:  # make the rename itself durable
         fd = os.open(path.parent, os.O_RDONLY)
     except OSError:
