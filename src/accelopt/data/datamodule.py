@@ -12,7 +12,8 @@ of its own so that asking for probes never changes the training batches.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import lightning as L
 import torch
@@ -100,7 +101,12 @@ class ResumableLoader(DataLoader):
     fetches one batch ahead); on load the sampler skips those batches once.
     """
 
-    def __init__(self, *args: object, progress: object = None, **kwargs: object) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        progress: Callable[[], tuple[int, int]] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._progress = progress  # () -> (epoch, batches processed in it)
 
