@@ -1,0 +1,133 @@
+"""Per-epoch training time of each NC preset relative to heavy-ball SGD, real MNIST, one process.
+
+The report's CNN, batch 128, all 60,000 training images (``dataset.val_size=0``), validation
+off, progress bar off, through the real entry point (``accelopt.train.train`` on a composed
+config, TensorBoard logger and checkpoint callback on, as a user's run). A measured "epoch" is
+the first epoch of a fresh run, cut to ``--steps`` training steps (``trainer.limit_train_batches``;
+469 = a whole MNIST epoch) so that the 9×-cost faithful ANCM stays affordable; its time is the
+run's own ``time/epoch_s`` (training only). Methods alternate within each round and the script
+prints every time, then per method the median, the ratio of medians to heavy-ball SGD and the
+NC counters of its median round (checks, re-checks, searches, NC steps, rejected, HVPs, λ of the
+last search, seconds in NC work) and the share of that run's epoch time spent in NC work (a
+within-run measure of the slowdown that the load of a shared machine cannot skew).
+
+    python benchmarks/bench_nc_presets.py [--rounds 3] [--steps 150] [--threads 1]
+        [--methods heavyball,gose_seed,...] [--set gose:optimizer.every=100 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from conftest import compose_cfg  # noqa: E402
+
+from accelopt.train import train  # noqa: E402
+
+METHODS = ("heavyball", "gose_seed", "combined_seed", "ancm_seed", "gose", "combined", "ancm")
+REPORT = {"gose_seed": 1.48, "combined_seed": 1.49, "ancm_seed": 8.95}  # report, Table 1 (MNIST)
+COUNTERS = ("checks", "rechecks", "searches", "steps", "rejected", "hvps", "lambda_min", "time_s")
+
+
+def run_epoch(
+    tmp: Path, method: str, seed: int, steps: int, threads: int, extra: list[str]
+) -> dict[str, Any]:
+    """One fresh run of ``steps`` training steps; returns its time and NC counters."""
+    cfg = compose_cfg(
+        [
+            f"optimizer={method}",
+            "dataset=mnist",
+            "dataset.val_size=0",
+            "trainer.max_epochs=1",
+            f"trainer.limit_train_batches={steps}",
+            "trainer.limit_val_batches=0",
+            "trainer.enable_progress_bar=false",
+            "trainer.enable_model_summary=false",
+            f"hardware.num_threads={threads}",
+            f"seed={seed}",
+            *extra,
+        ],
+        tmp / f"{method}_{seed}",
+    )
+    record = train(cfg)
+    assert record["status"] == "completed", record["error"]
+    return {"time": record["epochs"][0]["time/epoch_s"], "nc": record.get("nc") or {}}
+
+
+def fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float) and not v.is_integer():
+        return f"{v:.3g}"
+    return f"{int(v)}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=150, help="training steps per measured epoch")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="METHOD:KEY=VALUE",
+        help="an extra override for one method, e.g. gose:optimizer.every=100",
+    )
+    args = ap.parse_args()
+    methods = args.methods.split(",")
+    if methods[0] != "heavyball":
+        methods = ["heavyball", *[m for m in methods if m != "heavyball"]]
+    extra: dict[str, list[str]] = {m: [] for m in methods}
+    for item in args.set:
+        m, _, override = item.partition(":")
+        extra[m].append(override)
+    torch.set_num_threads(args.threads)
+    print(
+        f"torch {torch.__version__}, threads {args.threads}, {args.steps} steps per measured "
+        f"epoch, {args.rounds} rounds; extra overrides {extra}",
+        flush=True,
+    )
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        run_epoch(Path(tmp), "heavyball", 0, 20, args.threads, [])  # warm-up
+        for r in range(args.rounds):
+            for m in methods:
+                out = run_epoch(Path(tmp), m, r + 1, args.steps, args.threads, extra[m])
+                runs[m].append(out)
+                nc = out["nc"]
+                note = ", ".join(f"{k} {fmt(nc.get(k))}" for k in COUNTERS if k in nc)
+                print(f"round {r} {m:14s} {out['time']:7.2f} s  {note}", flush=True)
+    base = statistics.median(o["time"] for o in runs["heavyball"])
+    print(f"\nwall {time.perf_counter() - t0:.0f} s; heavy-ball median {base:.2f} s")
+    # "NC share": seconds of NC work (the optimizer's own time_s) / that run's epoch time, so
+    # 1 / (1 − share) is the slowdown measured inside one run, immune to the load between runs.
+    head = ["method", "median s", "ratio", "report", "NC share", *COUNTERS]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for m in methods:
+        times = [o["time"] for o in runs[m]]
+        med = statistics.median(times)
+        mid = runs[m][sorted(range(len(times)), key=times.__getitem__)[len(times) // 2]]
+        nc = mid["nc"]
+        share = nc.get("time_s", 0.0) / mid["time"] if nc else None
+        row = [m, f"{med:.2f}", f"{med / base:.2f}×", fmt(REPORT.get(m))]
+        row.append("–" if share is None else f"{share:.1%} (→ {1 / (1 - share):.2f}×)")
+        row += [fmt(nc.get(k)) if nc else "–" for k in COUNTERS]
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
