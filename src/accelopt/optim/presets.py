@@ -89,7 +89,24 @@ def _knobs(
     return {**table[variant], **given}
 
 
-class GOSE(NCEscape):
+class _Preset(NCEscape):
+    """A named NCEscape setting: ``TABLE[variant]`` gives the knobs; explicit knobs override."""
+
+    TABLE: dict[str, dict[str, Any]] = {}
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float = 0.02,
+        *,
+        variant: str = "improved",
+        **knobs: Any,
+    ) -> None:
+        super().__init__(params, lr, **_knobs(type(self).__name__, variant, self.TABLE, knobs))
+        self.variant = variant
+
+
+class GOSE(_Preset):
     r"""GOSE: heavy-ball SGD with a negative-curvature escape checked every ``K`` steps.
 
     .. math::
@@ -127,17 +144,6 @@ class GOSE(NCEscape):
         },
     }
 
-    def __init__(
-        self,
-        params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        lr: float = 0.02,
-        *,
-        variant: str = "improved",
-        **knobs: Any,
-    ) -> None:
-        super().__init__(params, lr, **_knobs(type(self).__name__, variant, self.TABLE, knobs))
-        self.variant = variant
-
 
 class Combined(GOSE):
     r"""GOSE's schedule on a Nesterov base (the report's "combined" GOSE + ANCM).
@@ -160,7 +166,7 @@ class Combined(GOSE):
     }
 
 
-class ANCM(NCEscape):
+class ANCM(_Preset):
     r"""ANCM: Nesterov's method with a negative-curvature phase *before* the step.
 
     .. math::
@@ -198,14 +204,3 @@ class ANCM(NCEscape):
             "prox": 0.05,
         },
     }
-
-    def __init__(
-        self,
-        params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        lr: float = 0.02,
-        *,
-        variant: str = "improved",
-        **knobs: Any,
-    ) -> None:
-        super().__init__(params, lr, **_knobs(type(self).__name__, variant, self.TABLE, knobs))
-        self.variant = variant
