@@ -129,7 +129,7 @@ def _decode_folder(root: Path, cache_dir: Path | None) -> tuple[Tensor, Tensor, 
 
     def decode(p: str) -> np.ndarray:
         with Image.open(p) as img:
-            a = np.asarray(img.convert(mode), dtype=np.uint8)
+            a = np.array(img.convert(mode), dtype=np.uint8)  # a writable copy
         return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
     shape = decode(paths[0]).shape

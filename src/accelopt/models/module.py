@@ -96,7 +96,7 @@ class ClassifierModule(L.LightningModule):
         def closure() -> Tensor:
             loss = self.criterion(self.net(x), y)
             if check and not torch.isfinite(loss):
-                raise Diverged(self.global_step, float(loss))
+                raise Diverged(self.global_step, float(loss.detach()))
             return loss
 
         return closure
@@ -125,7 +125,7 @@ class ClassifierModule(L.LightningModule):
             loss = _all_reduce_mean(loss.clone())
             if not torch.isfinite(loss):
                 self.step_losses.append(loss)  # recorded (as null): that step was taken
-                raise Diverged(self.global_step - 1, float(loss))
+                raise Diverged(self.global_step - 1, float(loss.detach()))
         self.step_losses.append(loss)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         if needs_hvp(opt.optimizer) and self.log_nc_every_step:
