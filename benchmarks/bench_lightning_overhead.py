@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,12 +22,10 @@ import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from conftest import compose_cfg  # noqa: E402
 
 from accelopt.data import ClassificationDataModule, ShuffledBatches  # noqa: E402
 from accelopt.models import ReportCNN  # noqa: E402
+from accelopt.train import compose_config as compose_cfg  # noqa: E402
 from accelopt.train import train  # noqa: E402
 
 

