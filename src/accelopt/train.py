@@ -34,7 +34,7 @@ from accelopt.config import ConfigError, check_config
 from accelopt.data.sources import DataSourceError
 from accelopt.models.module import ClassifierModule, Diverged
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")  # package data: works installed or editable
 
 
 def compose_config(
