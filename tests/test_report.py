@@ -39,8 +39,15 @@ def write_record(
     steps_per_epoch: int = 5,
     nc: bool = True,
     hydra: bool = True,
+    schema: int = 1,
+    curvature: bool = False,
+    heldout: bool = False,
 ) -> dict[str, Any]:
-    """Write one ``metrics.json`` (and a ``.hydra`` folder, as Hydra does) into ``job_dir``."""
+    """Write one ``metrics.json`` (and a ``.hydra`` folder, as Hydra does) into ``job_dir``.
+
+    ``schema=2`` adds the version-2 fields; ``curvature`` a curvature-monitor list (every 5
+    steps), ``heldout`` the optional held-out NC numbers.
+    """
     rnd = random.Random(f"{method}-{seed}-{dataset}-{lr}")
     job_dir.mkdir(parents=True, exist_ok=True)
     if hydra:
@@ -111,6 +118,23 @@ def write_record(
         "nc": nc_block,
         "duration_s": 12.5,
     }
+    if heldout and nc_block is not None:
+        nc_block["heldout_curvature"] = round(-rnd.uniform(0.01, 0.1), 6)
+        nc_block["heldout_loss_change"] = round(-rnd.uniform(0.0, 0.01), 6)
+    if schema == 2:
+        record.update(schema=2, traceback=None, world_size=1, resumed_from=None)
+        record.update(param_digests=[], nc_steps=[], curvature=[])
+    if curvature:
+        record["schema"] = 2
+        record["curvature"] = [
+            {
+                "step": s,
+                "lambda_min": round(-rnd.uniform(0.1, 1.0), 6),
+                "lambda_max": round(10 + rnd.uniform(0, 5), 6),
+                "grad_norm": 0.5,
+            }
+            for s in range(0, n_steps, 5)
+        ]
     (job_dir / "metrics.json").write_text(json.dumps(record, indent=1))
     return record
 
@@ -446,3 +470,89 @@ def test_notebook_executes(tmp_path: Path) -> None:
     ]
     assert len(images) >= 3
     assert not (root / "report.md").exists()  # the notebook only displays
+
+
+# ----------------------------------------------------------------------------- schema 2 additions
+
+
+def test_interrupted_runs_listed_and_counted(tmp_path: Path) -> None:
+    root = tmp_path / "sweep"
+    for seed in (1, 2):
+        write_record(root / str(seed), method="heavyball", seed=seed, schema=2)
+    write_record(root / "3", method="heavyball", seed=3, status="interrupted", schema=2)
+    write_record(root / "4", method="heavyball", seed=1, lr=0.2, status="interrupted", schema=2)
+    assert report.main([str(root)]) == 0
+    md = (root / "report.md").read_text()
+    assert "(2 completed, 0 diverged, 0 failed, 2 interrupted)" in md
+    rob = table_rows(section(md, "### Learning-rate robustness"))
+    recs = [r for r in records(root) if r["status"] == "completed"]
+    acc = mean_std([r["final"]["test/acc"] for r in recs], 4)
+    assert rob["heavyball"] == ["interrupted (1/1)", f"{acc} · interrupted (1/3)"]
+    jobs = table_rows(section(md, "## Jobs not completed"))
+    assert jobs["3"][4] == "interrupted" and jobs["4"][4] == "interrupted"
+    assert table_rows(section(md, "#### Final test accuracy"))["heavyball"][0] == "2/3"
+
+
+def test_heldout_nc_columns_only_when_present(tmp_path: Path) -> None:
+    root = tmp_path / "sweep"
+    for seed in (1, 2):
+        write_record(root / f"a{seed}", method="gose", seed=seed, heldout=True)
+        write_record(root / f"b{seed}", method="gose", seed=seed, lr=0.1)
+    write_record(root / "c", method="heavyball", seed=1, heldout=False)
+    report.write_report(root)
+    md = (root / "report.md").read_text()
+    with_h = section(section(md, "### mnist, lr 0.02"), "#### NC counters (mean per completed run)")
+    rows = table_rows(with_h)
+    assert rows["method"][-2:] == ["held-out curvature (mean)", "held-out loss change (mean)"]
+    recs = [r for r in records(root) if r["lr"] == 0.02 and r["method"] == "gose"]
+    for i, key in enumerate(("heldout_curvature", "heldout_loss_change")):
+        expected = f"{statistics.mean(r['nc'][key] for r in recs):.4f}"
+        assert rows["gose"][len(rows["gose"]) - 2 + i] == expected
+    assert rows["heavyball"][-2:] == ["—", "—"]  # no held-out numbers in its record
+    without = section(section(md, "### mnist, lr 0.1"), "#### NC counters (mean per completed run)")
+    assert "held-out" not in without
+
+
+def test_curvature_figure_from_records(tmp_path: Path) -> None:
+    root = tmp_path / "sweep"
+    for method in ("heavyball", "gose"):
+        for seed in (1, 2):
+            write_record(root / f"{method}{seed}", method=method, seed=seed, curvature=True)
+    write_record(root / "x", method="gose", seed=1, lr=0.1)  # no curvature: no figure there
+    summary = report.summarise(report.load_runs(root))
+    g = summary.groups[("mnist", "gose", 0.02)]
+    recs = [r for r in records(root) if r["method"] == "gose" and r["lr"] == 0.02]
+    assert list(g.lambda_min.x) == [0, 5, 10] and g.lambda_min.n == 2
+    for i, step in enumerate((0, 5, 10)):
+        vals = [m["lambda_min"] for r in recs for m in r["curvature"] if m["step"] == step]
+        assert g.lambda_min.mean[i] == pytest.approx(statistics.mean(vals))
+        assert g.lambda_min.lo[i] == min(vals)
+        vals = [m["lambda_max"] for r in recs for m in r["curvature"] if m["step"] == step]
+        assert g.lambda_max.hi[i] == max(vals)
+    assert summary.groups[("mnist", "gose", 0.1)].lambda_min is None
+    written = report.write_report(root)
+    names = {p.name for p in written}
+    assert "curvature_mnist_lr0.02.png" in names and "curvature_mnist_lr0.1.png" not in names
+    assert_png(root / "curvature_mnist_lr0.02.png")
+    md = (root / "report.md").read_text()
+    assert "](curvature_mnist_lr0.02.png)" in md
+
+
+def test_record_written_by_run_record_is_reported(tmp_path: Path) -> None:
+    from accelopt.record import RunRecord
+
+    rec = RunRecord(method="agd", dataset="mnist", lr=0.05, seed=4)
+    for step in range(10):
+        rec.add_step_loss(step, 2.0 / (step + 1))
+    for epoch in range(2):
+        rec.add_epoch({"epoch": epoch, "step": 5 * (epoch + 1), "test/acc": 0.9 + epoch / 100})
+    rec.finalize("completed", stopped_at_step=10)
+    rec.write(tmp_path / "sweep" / "0")
+    run = report.load_run(tmp_path / "sweep" / "0" / "metrics.json")
+    assert run.status == "completed" and run.final_test_acc == 0.91 and run.loss_steps.size == 10
+    assert run.record == rec
+    bad = tmp_path / "sweep" / "1" / "metrics.json"
+    bad.parent.mkdir()
+    bad.write_text(json.dumps({**rec.to_dict(), "lr": 0}))
+    with pytest.raises(report.ReportError, match="'lr' must be a positive number"):
+        report.load_run(bad)

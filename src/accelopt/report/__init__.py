@@ -1,0 +1,85 @@
+"""Sweep report: the study's figures and tables from a folder of runs' ``metrics.json`` files.
+
+Usage::
+
+    python -m accelopt.report SWEEP_DIR [--skip-bad] [--baseline heavyball] [--out DIR]
+
+Reads **only** the ``metrics.json`` run records (:mod:`accelopt.record`, schema in
+docs/architecture.md) found recursively under ``SWEEP_DIR`` (Hydra multirun layout
+``<sweep>/<job>/metrics.json``, possibly nested deeper, e.g. one sweep per dataset) and writes
+into ``SWEEP_DIR`` (or ``--out``) ``report.md`` and, for each (dataset, learning rate) with at
+least one completed run, these PNG figures:
+
+- ``train_loss_<dataset>_lr<lr>.png``: training loss per step per method, mean over seeds, the
+  band is the min–max over seeds (steps common to all completed seeds);
+- ``test_acc_<dataset>_lr<lr>.png``: test accuracy per epoch per method, mean over seeds, error
+  bars min–max over seeds;
+- ``test_acc_zoom_<dataset>_lr<lr>.png``: the same, y-range zoomed around the final accuracies;
+- ``curvature_<dataset>_lr<lr>.png`` (only when records carry curvature-monitor measurements):
+  Hessian λ_min and λ_max per training step per method, mean over seeds, band min–max.
+
+``report.md`` holds, per dataset: the learning-rate robustness table (methods × learning rates,
+diverged/failed/interrupted cells marked as ``diverged (k/n)``), and per learning rate the final
+test accuracy (mean ± std, [min, max]), seconds per epoch (the report's Table 1) with the ratio to
+the baseline method (``heavyball`` unless ``--baseline``; ratios skipped, and said so, when it is
+absent) and the NC counters (with the mean held-out curvature and loss change when the records
+have them); then every job that is not completed (diverged, failed, interrupted, no
+``metrics.json`` yet, unreadable) — nothing is silently dropped.
+
+Runs are grouped by (``dataset``, ``method``, ``lr``); repeats are seeds. Statistics use the
+**completed** runs of a group only; the others are counted and listed.
+
+Numbers (fixed precision, so they can be recomputed from the ``metrics.json`` files): accuracies
+4 decimals, seconds and ratios 2 decimals, NC counts (mean per completed run) 1 decimal, λ_min and
+held-out numbers 4 decimals, NC seconds 2 decimals. ``std`` is the sample standard deviation
+(ddof = 1), omitted for a single run. A run's final test accuracy is ``final["test/acc"]`` (else
+its last epoch's); its seconds per epoch is ``final["time/epoch_s"]`` (else the mean of its
+epochs' ``time/epoch_s``). The ratio is mean seconds per epoch of the method / that of the
+baseline, same dataset and lr.
+
+Bad input, and how it is treated. A path that does not exist or is not a folder, a folder with no
+readable run record, and — by default (``--strict``) — any corrupt or schema-invalid
+``metrics.json`` stop the report: a message on stderr, exit code 1, nothing written. Everything is
+read, validated and rendered before the first file is written, and each file is replaced
+atomically. A corrupt record refuses by default because a report that quietly averages fewer
+repeats than were run misstates its results, and a corrupt record usually means a bug to look at.
+``--skip-bad`` reports around corrupt records instead and lists them in ``report.md`` (exit 0 if
+at least one run is readable). Job folders without ``metrics.json`` yet (a ``.hydra`` folder but no
+record: still running, or killed) and records with ``status: running`` never stop the report;
+they are listed as incomplete.
+
+Exit codes: 0 report written, 1 sweep cannot be reported, 2 bad command line (argparse).
+
+One job per module: :mod:`.records` (find and load runs), :mod:`.aggregate` (groups and
+statistics), :mod:`.figures`, :mod:`.markdown`, :mod:`.cli` (writing files, the command line).
+Python API: :func:`load_runs`, :func:`load_run`, :func:`summarise`, :func:`make_figures`,
+:func:`render_markdown`, :func:`write_report`, :func:`main`. Imports numpy and matplotlib only.
+"""
+
+from .aggregate import DEFAULT_BASELINE, NC_COUNT_KEYS, Curve, Group, Stats, Summary, summarise
+from .cli import REPORT_NAME, main, write_report
+from .figures import figure_names, make_figures, png
+from .markdown import render_markdown
+from .records import ReportError, Run, Sweep, load_run, load_runs
+
+__all__ = [
+    "ReportError",
+    "Run",
+    "Sweep",
+    "Stats",
+    "Curve",
+    "Group",
+    "Summary",
+    "load_run",
+    "load_runs",
+    "summarise",
+    "make_figures",
+    "figure_names",
+    "png",
+    "render_markdown",
+    "write_report",
+    "main",
+    "DEFAULT_BASELINE",
+    "NC_COUNT_KEYS",
+    "REPORT_NAME",
+]

@@ -1,0 +1,157 @@
+"""The report's figures, built with matplotlib's object API (no pyplot) and rendered by Agg."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from .aggregate import Curve, Group, Summary, fmt_lr
+
+matplotlib.use("Agg")  # figures are built with the object API (no pyplot); Agg renders them
+
+__all__ = ["figure_names", "make_figures", "png"]
+
+DPI = 110
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def figure_names(dataset: str, lr: float) -> dict[str, str]:
+    """File names of the figures of one (dataset, lr): kind → name."""
+    stem = f"{_safe(dataset)}_lr{fmt_lr(lr)}"
+    return {
+        "train_loss": f"train_loss_{stem}.png",
+        "test_acc": f"test_acc_{stem}.png",
+        "test_acc_zoom": f"test_acc_zoom_{stem}.png",
+        "curvature": f"curvature_{stem}.png",
+    }
+
+
+def _colors(summary: Summary) -> dict[str, Any]:
+    cmap = matplotlib.colormaps["tab10"]
+    return {m: cmap(i % 10) for i, m in enumerate(summary.all_methods())}
+
+
+def _finish(ax: Axes, title: str) -> None:
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def _loss_figure(groups: Sequence[Group], colors: dict[str, Any], where: str) -> Figure:
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    for g in groups:
+        c = g.loss
+        assert c is not None
+        ax.fill_between(c.x, c.lo, c.hi, color=colors[g.method], alpha=0.2, lw=0)
+        ax.plot(c.x, c.mean, color=colors[g.method], lw=0.8, label=f"{g.method} (n={c.n})")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("training loss")
+    _finish(ax, f"{where}: training loss, mean over seeds, band = min–max")
+    return fig
+
+
+def _acc_figure(groups: Sequence[Group], colors: dict[str, Any], title: str, zoom: bool) -> Figure:
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    k = len(groups)
+    for i, g in enumerate(groups):
+        c = g.acc
+        assert c is not None
+        dx = (i - (k - 1) / 2) * 0.04  # small offsets so the error bars do not hide each other
+        ax.errorbar(
+            c.x + dx,
+            c.mean,
+            yerr=np.vstack([c.mean - c.lo, c.hi - c.mean]),
+            marker="o",
+            ms=4,
+            capsize=3,
+            color=colors[g.method],
+            label=f"{g.method} (n={c.n})",
+        )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy")
+    ax.set_xticks(sorted({int(x) for g in groups for x in g.acc.x}))
+    if zoom:
+        lo = min(g.acc.lo[-1] for g in groups)
+        hi = max(g.acc.hi[-1] for g in groups)
+        pad = max(0.25 * (hi - lo), 0.002)
+        ax.set_ylim(lo - pad, min(hi + pad, 1.0 + pad / 4))
+    _finish(ax, title)
+    return fig
+
+
+def _curvature_figure(groups: Sequence[Group], colors: dict[str, Any], where: str) -> Figure:
+    """λ_min (top) and λ_max (bottom) of the curvature monitor per step, mean over seeds."""
+    fig = Figure(figsize=(7, 6), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    for ax, attr, label in ((top, "lambda_min", "λ_min"), (bottom, "lambda_max", "λ_max")):
+        for g in groups:
+            c: Curve | None = getattr(g, attr)
+            if c is None:
+                continue
+            ax.fill_between(c.x, c.lo, c.hi, color=colors[g.method], alpha=0.2, lw=0)
+            ax.plot(
+                c.x,
+                c.mean,
+                color=colors[g.method],
+                marker=".",
+                ms=3,
+                lw=0.8,
+                label=f"{g.method} (n={c.n})",
+            )
+        ax.set_ylabel(label)
+        if attr == "lambda_min":
+            ax.axhline(0.0, color="0.5", lw=0.6)
+        _finish(ax, f"{where}: Hessian {label} per step, mean over seeds, band = min–max")
+    bottom.set_xlabel("training step")
+    return fig
+
+
+def make_figures(summary: Summary) -> dict[str, Figure]:
+    """Every figure of the report, keyed by its file name (see :func:`figure_names`)."""
+    colors = _colors(summary)
+    figs: dict[str, Figure] = {}
+    for dataset in summary.datasets:
+        for lr in summary.lrs(dataset):
+            names = figure_names(dataset, lr)
+            gs = summary.at(dataset, lr)
+            with_loss = [g for g in gs if g.loss is not None]
+            with_acc = [g for g in gs if g.acc is not None]
+            with_curv = [g for g in gs if g.lambda_min is not None or g.lambda_max is not None]
+            where = f"{dataset}, lr {fmt_lr(lr)}"
+            if with_loss:
+                figs[names["train_loss"]] = _loss_figure(with_loss, colors, where)
+            if with_acc:
+                figs[names["test_acc"]] = _acc_figure(
+                    with_acc,
+                    colors,
+                    f"{where}: test accuracy, mean over seeds, error bars = min–max",
+                    zoom=False,
+                )
+                figs[names["test_acc_zoom"]] = _acc_figure(
+                    with_acc,
+                    colors,
+                    f"{where}: test accuracy (zoomed on the final epochs), error bars = min–max",
+                    zoom=True,
+                )
+            if with_curv:
+                figs[names["curvature"]] = _curvature_figure(with_curv, colors, where)
+    return figs
+
+
+def png(fig: Figure) -> bytes:
+    """The PNG bytes of ``fig``."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return buf.getvalue()
