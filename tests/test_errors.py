@@ -1,5 +1,6 @@
 """Bad input: one clear paragraph naming the value and what is accepted, before any work."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,10 @@ from .conftest import FAST, run_cli
 def test_non_positive_learning_rate(make_cfg, lr):
     with pytest.raises(ConfigError, match=rf"optimizer.lr={lr}.*finite number > 0"):
         train(make_cfg(f"optimizer.lr={lr}"))
-    assert not (Path(make_cfg().output_dir) / "metrics.json").exists()
+    # recorded as failed with its reason (a sweep's report lists it), and nothing trained
+    record = json.loads((Path(make_cfg().output_dir) / "metrics.json").read_text())
+    assert record["status"] == "failed" and f"optimizer.lr={lr}" in record["error"]
+    assert record["stopped_at_step"] == 0 and record["train_loss"]["step"] == []
 
 
 def test_batch_size_below_one(make_cfg):
@@ -65,7 +69,8 @@ def test_cli_config_error_is_one_paragraph_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("accelopt: error: optimizer.lr=-1")
     assert "Traceback" not in proc.stderr
-    assert not list(tmp_path.glob("outputs/**/metrics.json"))
+    (record,) = [json.loads(p.read_text()) for p in tmp_path.glob("outputs/**/metrics.json")]
+    assert record["status"] == "failed" and record["error"].startswith("optimizer.lr=-1")
 
 
 def test_half_precision_refused_for_nc_optimizers(make_cfg):

@@ -145,7 +145,9 @@ KILL_MID_WRITE = textwrap.dedent(
         def __exit__(self, *exc):
             self.f.close()
 
-    ck.open = lambda *a, **k: Stuck(open(*a, **k))
+    import os
+    real_fdopen = os.fdopen
+    os.fdopen = lambda *a, **k: Stuck(real_fdopen(*a, **k))  # the file atomic_write writes
     ck.atomic_torch_save({"step": 2, "w": torch.zeros(1000)}, path)
     """
 )

@@ -45,8 +45,8 @@ def test_tensorboard_events_hold_the_metric_names_and_hparams(make_cfg):
     acc.Reload()
     scalars = set(acc.Tags()["scalars"])
     for tag in (
-        "train/loss_step",
-        "train/loss_epoch",
+        "train/loss",
+        "train/loss_epoch_mean",
         "val/loss",
         "val/acc",
         "test/acc",

@@ -1,14 +1,31 @@
-"""Lightning callbacks: the training-only epoch timer and the recorder behind ``metrics.json``."""
+"""Lightning callbacks: the training-only epoch timer, the run recorder and the graceful stop.
+
+- :class:`EpochTimer` logs ``time/epoch_s``: training time only (evaluation and the measurements
+  of callbacks that declare ``excluded_time_s``, e.g. the curvature monitor, are excluded).
+- :class:`RunRecorder` fills the run's :class:`~accelopt.record.RunRecord` through Lightning's
+  hooks: each step's loss from ``on_train_batch_end(outputs)``, one row per finished epoch, the NC
+  counters. Its state (the record so far, and the run's identity) travels in every checkpoint, so a
+  resumed run keeps its history and a resume with a different config is refused
+  (:mod:`accelopt.resume`).
+- :class:`GracefulStop` turns SIGINT (Ctrl+C) into Lightning's SIGTERM stop: training ends at the
+  next batch boundary, a checkpoint is saved and the record says ``interrupted``. A second SIGINT
+  interrupts at once.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import math
+import signal
 import time
 from typing import Any
 
 import lightning as L
 import torch
+from torch import Tensor
+
+from accelopt.record import RunRecord
+from accelopt.resume import IDENTITY_KEY
 
 
 def _sync(pl_module: L.LightningModule) -> None:
@@ -16,22 +33,36 @@ def _sync(pl_module: L.LightningModule) -> None:
         torch.cuda.synchronize(pl_module.device)
 
 
+def _excluded(trainer: L.Trainer) -> float:
+    return sum(float(getattr(cb, "excluded_time_s", 0.0)) for cb in trainer.callbacks)
+
+
 class EpochTimer(L.Callback):
     """Logs ``time/epoch_s``: wall time of the training part of each epoch.
 
     The clock runs from the start of the training epoch and pauses while validation runs inside
-    it (Lightning validates before ``on_train_epoch_end``), so evaluation is excluded.
+    it (Lightning validates before ``on_train_epoch_end``); the seconds other callbacks report in
+    ``excluded_time_s`` (cumulative) during the epoch are subtracted. An epoch resumed mid-way
+    counts only its part after the restart.
     """
 
     def __init__(self) -> None:
         self._start: float | None = None
         self._elapsed = 0.0
+        self._excluded_at_start = 0.0
         self._in_epoch = False
         self.last_epoch_s = math.nan
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         _sync(pl_module)
         self._elapsed, self._start, self._in_epoch = 0.0, time.perf_counter(), True
+        self._excluded_at_start = _excluded(trainer)
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, *a: Any
+    ) -> None:
+        if not self._in_epoch:  # resumed mid-epoch: Lightning does not restart the epoch
+            self.on_train_epoch_start(trainer, pl_module)
 
     def _pause(self, pl_module: L.LightningModule) -> None:
         if self._start is not None:
@@ -49,55 +80,57 @@ class EpochTimer(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._pause(pl_module)
         self._in_epoch = False
-        self.last_epoch_s = self._elapsed
-        pl_module.log("time/epoch_s", self._elapsed, on_step=False, on_epoch=True)
+        self.last_epoch_s = max(self._elapsed - (_excluded(trainer) - self._excluded_at_start), 0.0)
+        pl_module.log("time/epoch_s", self.last_epoch_s, on_step=False, on_epoch=True)
 
 
 EPOCH_KEYS = ("val/loss", "val/acc", "test/loss", "test/acc")
 
 
-class RunRecorder(L.Callback):
-    """Collects what ``metrics.json`` holds: per-step training loss and per-epoch metrics.
+def _step_loss(outputs: Any) -> Tensor | None:
+    if isinstance(outputs, dict):
+        outputs = outputs.get("loss")
+    return outputs.detach() if isinstance(outputs, Tensor) else None
 
-    Reads the module's per-step losses (``pl_module.step_losses``), the evaluation metrics
-    Lightning gathered, the epoch timer and, for NC optimizers, the optimizer's counters.
-    Its state is saved in checkpoints (the buffered step losses are flushed first, so a
-    mid-epoch checkpoint holds every step up to it), so a resumed run keeps its history.
-    Under DDP it also gathers a SHA-256 digest of every rank's parameters at the end of
-    training (``param_digests``, one per rank): equal digests mean the ranks stayed in sync.
+
+class RunRecorder(L.Callback):
+    """Fills ``record`` (a :class:`~accelopt.record.RunRecord`) from Lightning's hooks.
+
+    Step losses are kept as tensors until the epoch ends or a checkpoint is saved (no device sync
+    per step), then moved into the record. ``identity`` (the run-defining config, see
+    :func:`accelopt.resume.identity`) is written into every checkpoint.
     """
 
-    def __init__(self, timer: EpochTimer) -> None:
+    def __init__(self, record: RunRecord, timer: EpochTimer, identity: dict[str, Any]) -> None:
+        self.record = record
         self.timer = timer
-        self.epochs: list[dict[str, Any]] = []
-        self.loss_steps: list[int] = []
-        self.loss_values: list[float | None] = []
-        self.param_digests: list[str] = []
-        self._trainer: L.Trainer | None = None
-        self._module: L.LightningModule | None = None
+        self.identity = identity
+        self._pending: list[tuple[int, Tensor]] = []
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._trainer, self._module = trainer, pl_module
+    def flush(self) -> None:
+        """Move the buffered step losses into the record."""
+        if not self._pending:
+            return
+        steps = [s for s, _ in self._pending]
+        values = torch.stack([v.reshape(()) for _, v in self._pending]).float().cpu().tolist()
+        self._pending.clear()
+        for s, v in zip(steps, values, strict=True):
+            self.record.add_step_loss(s, v)
 
-    def flush_steps(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[float]:
-        """Move the module's buffered step losses into the record; return them."""
-        if not pl_module.step_losses:
-            return []
-        values = torch.stack(pl_module.step_losses).float().cpu().tolist()
-        pl_module.step_losses.clear()
-        start = trainer.global_step - len(values)
-        self.loss_steps.extend(range(start, start + len(values)))
-        self.loss_values.extend(v if math.isfinite(v) else None for v in values)
-        return values
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, *args: Any
+    ) -> None:
+        loss = _step_loss(outputs)
+        if loss is not None:
+            self._pending.append((trainer.global_step - 1, loss))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.flush_steps(trainer, pl_module)
-        # this epoch's steps: those after the previous epoch's last one (flushes may have
-        # happened mid-epoch, at checkpoints, and the epoch may have been resumed)
-        since = self.epochs[-1]["step"] if self.epochs else 0
+        self.flush()
+        rec = self.record
+        since = rec.epochs[-1]["step"] if rec.epochs else 0
         values = [
             v
-            for s, v in zip(self.loss_steps, self.loss_values, strict=True)
+            for s, v in zip(rec.train_loss["step"], rec.train_loss["value"], strict=True)
             if s >= since and v is not None
         ]
         row: dict[str, Any] = {
@@ -107,34 +140,64 @@ class RunRecorder(L.Callback):
             "time/epoch_s": self.timer.last_epoch_s,
         }
         metrics = trainer.callback_metrics
-        for key in EPOCH_KEYS:
-            if key in metrics:
-                row[key] = float(metrics[key])
+        row.update({k: float(metrics[k]) for k in EPOCH_KEYS if k in metrics})
         row.update({f"nc/{k}": v for k, v in nc_counters(trainer).items()})
-        self.epochs.append(row)
+        rec.add_epoch(row)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.flush()
         if trainer.world_size > 1:
             import torch.distributed as dist
 
-            digest = param_digest(pl_module)
             gathered: list[Any] = [None] * trainer.world_size
-            dist.all_gather_object(gathered, digest)
-            self.param_digests = [str(d) for d in gathered]
+            dist.all_gather_object(gathered, param_digest(pl_module))
+            self.record.param_digests = [str(d) for d in gathered]
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exc: Any) -> None:
+        self.flush()
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        checkpoint[IDENTITY_KEY] = self.identity
 
     def state_dict(self) -> dict[str, Any]:
-        if self._trainer is not None and self._module is not None:
-            self.flush_steps(self._trainer, self._module)
-        return {
-            "epochs": self.epochs,
-            "loss_steps": self.loss_steps,
-            "loss_values": self.loss_values,
-        }
+        self.flush()
+        return {"epochs": self.record.epochs, "train_loss": self.record.train_loss}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.epochs = list(state_dict["epochs"])
-        self.loss_steps = list(state_dict["loss_steps"])
-        self.loss_values = list(state_dict["loss_values"])
+        self._pending.clear()
+        if "train_loss" in state_dict:
+            loss = state_dict["train_loss"]
+        else:  # checkpoints of schema-1 runs
+            loss = {"step": state_dict["loss_steps"], "value": state_dict["loss_values"]}
+        self.record.epochs = [dict(e) for e in state_dict["epochs"]]
+        self.record.train_loss = {"step": list(loss["step"]), "value": list(loss["value"])}
+
+
+class GracefulStop(L.Callback):
+    """SIGINT stops training at the next batch boundary, as SIGTERM does (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: Any = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        def handler(signum: int, frame: Any) -> None:
+            if self.signal is not None:  # second Ctrl+C: stop now
+                raise KeyboardInterrupt
+            self.signal = signum
+            trainer._signal_connector.received_sigterm = True
+
+        try:
+            self._previous = signal.signal(signal.SIGINT, handler)
+        except ValueError:  # not the main thread: leave SIGINT alone
+            self._previous = None
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 def param_digest(module: torch.nn.Module) -> str:

@@ -1,57 +1,45 @@
-"""Atomic checkpoint files: a kill during a save never leaves an unreadable checkpoint.
+"""Checkpoints that match the docs: atomic files, ``last.ckpt`` at every epoch's end and every N steps.
 
-Lightning's ``TorchCheckpointIO`` serialises to memory and then writes through an fsspec
-transaction, which for local files writes a temporary file in the *system* temp folder and
-``shutil.move``-s it into place: across file systems that is a copy into the final path (a kill
-mid-copy leaves a truncated ``last.ckpt``), nothing is fsync-ed, and a killed save leaves its
-temporary file behind in ``/tmp``. :class:`AtomicCheckpointIO` writes next to the target
-instead (``<name>.tmp-<pid>``, a name Lightning's ``ckpt_path="last"`` search ignores), fsyncs it
-and ``os.replace``-s it over the target, which is atomic on POSIX: readers see the old file or
-the new one, never a partial one. A temporary file left by a killed save is removed by the next
-successful save of the same checkpoint.
+:class:`AtomicCheckpointIO`. Lightning's ``TorchCheckpointIO`` writes through an fsspec
+transaction (a temporary file in the *system* temp folder, then ``shutil.move``: across file
+systems a copy into the final path, so a kill mid-copy leaves a truncated ``last.ckpt``, and
+nothing is fsync-ed). Here the checkpoint is serialised to memory and written with
+:func:`accelopt.fileio.atomic_write` (same folder, fsync, ``os.replace``): readers see the old
+file or the new one, never a partial one.
+
+:class:`RunCheckpoint` is Lightning's ``ModelCheckpoint`` keeping only ``last.ckpt``:
+
+- at the end of every training epoch, *after* that epoch's evaluation and run-record row (Lightning
+  2.6 writes ``last`` at epoch ends only when a top-k save happened, i.e. never with
+  ``save_top_k=0``);
+- every ``every_n_train_steps`` steps when asked, except at an epoch's last batch: a checkpoint
+  there would resume into the next epoch and skip this epoch's evaluation, so the epoch-end save
+  (moments later) stands for it;
+- when the run is interrupted (SIGTERM, SIGINT; see :mod:`accelopt.callbacks`) at a batch
+  boundary, so a resubmitted job continues from where it stopped, not from the last save.
 """
 
 from __future__ import annotations
 
 import io
-import os
-from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-__all__ = ["AtomicCheckpointIO", "atomic_torch_save"]
+from accelopt.fileio import atomic_write
+
+__all__ = ["AtomicCheckpointIO", "RunCheckpoint", "atomic_torch_save"]
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save(obj, path)`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def atomic_torch_save(obj: Any, path: Any) -> None:
+    """``torch.save(obj, path)`` through :func:`accelopt.fileio.atomic_write`."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)  # serialisation errors happen before any file is touched
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(buffer.getbuffer())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    for stale in path.parent.glob(f"{path.name}.tmp-*"):  # left by a save that was killed
-        stale.unlink(missing_ok=True)
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    atomic_write(path, buffer.getbuffer())
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -72,3 +60,56 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f"got {storage_options!r}"
             )
         atomic_torch_save(checkpoint, path)
+
+
+def _epoch_training_done(trainer: L.Trainer) -> bool:
+    """True between an epoch's last training batch and its end (evaluation not yet recorded)."""
+    loop = trainer.fit_loop.epoch_loop
+    return bool(loop.batch_progress.is_last_batch) or loop.done
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` only: each epoch's end, every N steps if asked, and on interruption."""
+
+    def __init__(self, dirpath: str, every_n_train_steps: int | None = None) -> None:
+        n = every_n_train_steps
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ValueError(
+                f"callbacks.checkpoint.every_n_train_steps={n!r} is invalid; accepted: an "
+                "integer >= 1 or null (epoch ends only)"
+            )
+        super().__init__(
+            dirpath=dirpath, save_last=True, save_top_k=0, enable_version_counter=False
+        )
+        self.step_cadence = n or 0
+
+    def _save_last(self, trainer: L.Trainer) -> None:
+        if trainer.sanity_checking or trainer.fast_dev_run:
+            return
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        n = self.step_cadence
+        due = n and trainer.global_step % n == 0 and not _epoch_training_done(trainer)
+        if due and self._last_global_step_saved != trainer.global_step:
+            self._save_last(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save_last(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pass  # saving happens at the epoch's end, after the run record has its row
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._last_global_step_saved != trainer.global_step:
+            self._save_last(trainer)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        # SIGINT is turned into Lightning's SIGTERM stop (accelopt.callbacks.GracefulStop), so
+        # both arrive here as SIGTERMException at a batch boundary; other errors may be mid-step
+        if not isinstance(exception, SIGTERMException) or _epoch_training_done(trainer):
+            return  # a crash mid-step, or mid-evaluation: keep the last consistent save
+        if self._last_global_step_saved != trainer.global_step and trainer.global_step > 0:
+            self._save_last(trainer)

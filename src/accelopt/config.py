@@ -12,6 +12,17 @@ from accelopt.data.sources import SOURCES
 from accelopt.models.module import needs_hvp
 
 HALF_PRECISIONS = ("16-mixed", "16", "16-true", 16)
+# Lightning's precision names (lightning.fabric.connector), plus the short integer forms.
+PRECISIONS = ("32-true", "64-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true")
+PRECISION_ALIASES = {
+    32: "32-true",
+    "32": "32-true",
+    64: "64-true",
+    "64": "64-true",
+    16: "16-mixed",
+    "16": "16-mixed",
+    "bf16": "bf16-mixed",
+}
 
 
 class ConfigError(ValueError):
@@ -20,14 +31,50 @@ class ConfigError(ValueError):
 
 def check_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first invalid value of ``cfg``."""
-    from hydra.utils import instantiate
+    _check_run_keys(cfg)
+    _check_optimizer_values(cfg)
+    _check_dataset(cfg)
+    factory = _check_optimizer(cfg)
+    _check_hardware(cfg, factory)
 
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check_run_keys(cfg: DictConfig) -> None:
+    seed = cfg.get("seed")
+    if not _is_int(seed) or seed < 0:
+        raise ConfigError(
+            f"seed={seed!r} is invalid: it must be an integer >= 0 (the study used 1, 2, 3), "
+            "e.g. seed=1."
+        )
+    epochs = cfg.trainer.get("max_epochs")
+    if epochs is not None and (not _is_int(epochs) or epochs < -1 or epochs == 0):
+        raise ConfigError(
+            f"trainer.max_epochs={epochs!r} is invalid: it must be an integer >= 1 "
+            "(or -1 for no limit with trainer.max_steps), e.g. trainer.max_epochs=6."
+        )
+
+
+def _check_optimizer_values(cfg: DictConfig) -> None:
     lr = cfg.optimizer.get("lr")
     if isinstance(lr, bool) or not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
         raise ConfigError(
             f"optimizer.lr={lr!r} is invalid: the learning rate must be a finite number > 0 "
             "(the report used 0.02 on MNIST and 0.03 on CIFAR-10), e.g. optimizer.lr=0.02."
         )
+    momentum = cfg.optimizer.get("momentum")
+    if momentum is not None and (
+        isinstance(momentum, bool) or not isinstance(momentum, int | float) or not 0 <= momentum < 1
+    ):
+        raise ConfigError(
+            f"optimizer.momentum={momentum!r} is invalid: it must be a number in [0, 1) "
+            "(momentum >= 1 never forgets a gradient and diverges), e.g. optimizer.momentum=0.9."
+        )
+
+
+def _check_dataset(cfg: DictConfig) -> None:
     ds = cfg.dataset
     for key in ("batch_size", "eval_batch_size"):
         value = ds.get(key)
@@ -51,11 +98,40 @@ def check_config(cfg: DictConfig) -> None:
             f"dataset.data_dir={str(ds.data_dir)!r} does not exist (resolved from "
             f"{str(Path.cwd())!r}); source={ds.source} needs {hint} there."
         )
+    val_size = ds.get("val_size", 0)
+    if not _is_int(val_size) or val_size < 0:
+        raise ConfigError(
+            f"dataset.val_size={val_size!r} is invalid: it must be an integer >= 0 (training "
+            "images held out for validation; 0 trains on all of them), e.g. dataset.val_size=5000."
+        )
+
+
+def _check_optimizer(cfg: DictConfig) -> object:
+    from hydra.utils import instantiate
+
     try:
         factory = instantiate(cfg.optimizer)
         factory([torch.nn.Parameter(torch.zeros(1))])  # constructor checks its own knobs
     except Exception as err:  # noqa: BLE001 - rephrased with the config's key
         raise ConfigError(f"optimizer config is invalid: {err}") from err
+    return factory
+
+
+def _check_hardware(cfg: DictConfig, factory: object) -> None:
+    hw = cfg.hardware
+    threads = hw.get("num_threads")
+    if threads is not None and (not _is_int(threads) or threads < 1):
+        raise ConfigError(
+            f"hardware.num_threads={threads!r} is invalid: it must be an integer >= 1 (torch "
+            "intra-op threads per process) or null for torch's default, e.g. "
+            "hardware.num_threads=2."
+        )
+    precision = PRECISION_ALIASES.get(hw.precision, hw.precision)
+    if precision not in PRECISIONS:
+        raise ConfigError(
+            f"hardware.precision={hw.precision!r} is invalid; accepted: {', '.join(PRECISIONS)} "
+            "(or 32, 64, 16, bf16)."
+        )
     precision = cfg.hardware.precision
     if needs_hvp(factory) and precision in HALF_PRECISIONS:
         raise ConfigError(

@@ -10,13 +10,13 @@ and then raised, so in a multirun the other jobs still run and keep their result
 
 from __future__ import annotations
 
-import json
 import math
-import os
+import signal
 import sys
 import time
 import traceback
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +24,27 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from accelopt.callbacks import EpochTimer, RunRecorder, nc_counters
+from accelopt.callbacks import EpochTimer, GracefulStop, RunRecorder, nc_counters
 from accelopt.checkpoint import AtomicCheckpointIO
 from accelopt.config import ConfigError, check_config
 from accelopt.data.sources import DataSourceError
 from accelopt.models.module import ClassifierModule, Diverged
+from accelopt.record import RECORD_NAME, RecordError, RunRecord
+from accelopt.resume import ResumePoint, identity, resolve_checkpoint
+from accelopt.rundir import RunLock, check_writable
 
-CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")  # package data: works installed or editable
+CONFIG_DIR = str(
+    Path(__file__).resolve().parent / "conf"
+)  # package data: works installed or editable
 
 
 def compose_config(
@@ -63,29 +73,12 @@ def compose_config(
     return cfg
 
 
-def _finite(x: Any) -> Any:
-    """JSON-safe numbers: NaN / inf become None, recursively."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_finite(v) for v in x]
-    return x
-
-
 def _hydra_choices() -> tuple[dict[str, Any], list[str]]:
     if not HydraConfig.initialized():
         return {}, []
     hc = HydraConfig.get()
     choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra")}
     return choices, list(hc.overrides.task)
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(_finite(data), indent=1))
-    os.replace(tmp, path)
 
 
 def build_trainer(cfg: DictConfig, out: Path, callbacks: list[L.Callback]) -> L.Trainer:
@@ -100,7 +93,9 @@ def build_trainer(cfg: DictConfig, out: Path, callbacks: list[L.Callback]) -> L.
     strategy = hw.strategy
     if OmegaConf.is_dict(strategy):
         strategy = instantiate(strategy)
+    has_ckpt = any(isinstance(cb, ModelCheckpoint) for cb in extra)
     return L.Trainer(
+        enable_checkpointing=has_ckpt,  # callbacks=none: no checkpoints at all
         accelerator=hw.accelerator,
         devices=hw.devices,
         strategy=strategy,
@@ -113,27 +108,6 @@ def build_trainer(cfg: DictConfig, out: Path, callbacks: list[L.Callback]) -> L.
         use_distributed_sampler=False,  # the data module shards batches itself
         **OmegaConf.to_container(cfg.trainer, resolve=True),
     )
-
-
-CKPT_KEYWORDS = ("last", "best", "hpc")
-
-
-def _ckpt_path(cfg: DictConfig) -> str | None:
-    """``cfg.ckpt_path``: ``None``, a keyword Lightning resolves, or an existing file's path.
-
-    ``last`` is resolved by Lightning: the newest ``last*.ckpt`` in the folders of the run's
-    ``ModelCheckpoint`` callbacks (``<output_dir>/checkpoints``); when there is none, training
-    starts from scratch (so ``ckpt_path=last`` can be set on every (re)submission of a job).
-    """
-    path = cfg.get("ckpt_path")
-    if path is None or str(path) in CKPT_KEYWORDS:
-        return None if path is None else str(path)
-    if not Path(str(path)).expanduser().is_file():
-        raise ConfigError(
-            f"ckpt_path={str(path)!r} is not a file (resolved from {str(Path.cwd())!r}); give a "
-            "checkpoint's path, or ckpt_path=last to resume from this run folder's last.ckpt."
-        )
-    return str(Path(str(path)).expanduser())
 
 
 def _refuse_relaunch_in_multirun(trainer: L.Trainer) -> None:
@@ -150,17 +124,107 @@ def _refuse_relaunch_in_multirun(trainer: L.Trainer) -> None:
         )
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train one model as ``cfg`` says; return the run record that is also in ``metrics.json``."""
+KEEP = ("completed", "diverged", "interrupted")  # records of runs that trained there
+
+
+def _is_rank_zero() -> bool:
+    return rank_zero_only.rank == 0
+
+
+def _container(cfg: DictConfig) -> dict[str, Any]:
+    try:
+        return dict(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - an unresolvable interpolation: keep it as written
+        return dict(OmegaConf.to_container(cfg, resolve=False))  # type: ignore[arg-type]
+
+
+def _new_record(cfg: DictConfig, out: Path) -> RunRecord:
+    """The record of a run about to start: identity, config, status ``running``."""
+    choices, overrides = _hydra_choices()
+    lr, seed = cfg.optimizer.get("lr"), cfg.get("seed")
+    numeric = isinstance(lr, int | float) and not isinstance(lr, bool)
+    return RunRecord(
+        method=str(choices.get("optimizer", cfg.optimizer.get("_target_"))),
+        dataset=str(cfg.dataset.get("name")),
+        lr=float(lr) if numeric else math.nan,
+        seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else -1,
+        config_groups=choices,
+        overrides=overrides,
+        config=_container(cfg),
+        output_dir=str(out),
+    )
+
+
+def _existing(out: Path) -> RunRecord | None:
+    try:
+        return RunRecord.read(out / RECORD_NAME)
+    except (RecordError, OSError):
+        return None
+
+
+def _one_line(err: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(err), err)).strip()
+
+
+def _record_failure(record: RunRecord, out: Path, err: BaseException) -> None:
+    """Write ``status: failed`` for a run that could not start, unless a run trained here."""
+    earlier = _existing(out)
+    if earlier is not None and earlier.status in KEEP:
+        print(f"[accelopt] {out / RECORD_NAME} (an earlier {earlier.status} run) left as it was")
+        return
+    user = isinstance(err, ConfigError | DataSourceError)
+    tb = None if user else "".join(traceback.format_exception(err))
+    message = str(err) if user else _one_line(err)
+    record.finalize("failed", stopped_at_step=0, error=message, traceback=tb)
+    record.write(out)
+
+
+@dataclass
+class _Job:
+    trainer: L.Trainer
+    module: ClassifierModule
+    datamodule: L.LightningDataModule
+    recorder: RunRecorder
+    stop: GracefulStop
+    ckpt: str | None
+
+
+def _checkpoint_dir(cfg: DictConfig, out: Path) -> Path:
+    node = (cfg.get("callbacks") or {}).get("checkpoint")
+    return (
+        Path(str(node.dirpath)) if node is not None and node.get("dirpath") else out / "checkpoints"
+    )
+
+
+def _already_done(cfg: DictConfig, out: Path, point: ResumePoint) -> RunRecord | None:
+    """The completed record this checkpoint finished, if resuming would train nothing more."""
+    earlier = _existing(out)
+    if earlier is None or earlier.status != "completed":
+        return None
+    if earlier.stopped_at_step != point.global_step:
+        return None
+    epochs, steps = cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps") or -1
+    more_epochs = epochs is not None and epochs > len(earlier.epochs)
+    more_steps = steps > point.global_step
+    return None if more_epochs or more_steps else earlier
+
+
+def _prepare(cfg: DictConfig, out: Path, record: RunRecord) -> _Job | RunRecord:
+    """Check everything and build the job; or the earlier record if the run is already done."""
     check_config(cfg)
-    ckpt_path = _ckpt_path(cfg)
-    out = Path(cfg.output_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    point = resolve_checkpoint(cfg, _checkpoint_dir(cfg, out))
+    done = None if point is None else _already_done(cfg, out, point)
+    if done is not None:
+        return done
     if cfg.hardware.get("num_threads"):
         torch.set_num_threads(int(cfg.hardware.num_threads))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-
-    datamodule = instantiate(cfg.dataset, seed=cfg.seed)
+    try:
+        datamodule = instantiate(cfg.dataset, seed=cfg.seed)
+    except InstantiationException as err:  # Hydra wraps the constructor's own clear error
+        if isinstance(err.__cause__, ConfigError | DataSourceError):
+            raise err.__cause__ from None
+        raise
     datamodule.prepare_data()  # data errors (missing files, failed download) surface here,
     datamodule.setup("fit")  # before any model or trainer is built
     module = ClassifierModule(
@@ -168,68 +232,85 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         optimizer=instantiate(cfg.optimizer),
         num_classes=cfg.dataset.num_classes,
     )
-    timer = EpochTimer()
-    recorder = RunRecorder(timer)
-    trainer = build_trainer(cfg, out, [timer, recorder])
+    timer, stop = EpochTimer(), GracefulStop()
+    recorder = RunRecorder(record, timer, identity(cfg))
+    trainer = build_trainer(cfg, out, [timer, recorder, stop])
     _refuse_relaunch_in_multirun(trainer)
+    record.resumed_from = None if point is None else str(point.path)
+    ckpt = None if point is None else str(point.path)
+    return _Job(trainer, module, datamodule, recorder, stop, ckpt)
 
-    choices, overrides = _hydra_choices()
-    record: dict[str, Any] = {
-        "schema": 1,
-        "status": "running",
-        "error": None,
-        "stopped_at_step": 0,
-        "method": choices.get("optimizer", cfg.optimizer.get("_target_")),
-        "dataset": cfg.dataset.name,
-        "lr": float(cfg.optimizer.lr),
-        "seed": int(cfg.seed),
-        "config_groups": choices,
-        "overrides": overrides,
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "output_dir": str(out),
-    }
-    t0 = time.perf_counter()
-    error: BaseException | None = None
-    diverged_at = 0
+
+def _fit(cfg: DictConfig, out: Path, record: RunRecord, job: _Job) -> dict[str, Any]:
+    """Fit, then finalise and write the record whatever happened; re-raise errors after."""
+    trainer, t0 = job.trainer, time.perf_counter()
+    status, error, tb, stopped = "completed", None, None, None
+    reraise: BaseException | None = None
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-        record["status"] = "completed"
+        trainer.fit(job.module, datamodule=job.datamodule, ckpt_path=job.ckpt)
     except Diverged as exc:
-        record["status"], record["error"] = "diverged", str(exc)
-        diverged_at = exc.step
+        status, error, stopped = "diverged", str(exc), exc.step
+        record.add_step_loss(exc.step, None)  # the non-finite loss that stopped the run
+    except SystemExit as exc:  # SIGTERM (Lightning's SIGTERMException), SIGINT, second Ctrl+C
+        signum = job.stop.signal or (signal.SIGTERM if isinstance(exc, SIGTERMException) else 2)
+        status, error = "interrupted", f"interrupted by {signal.Signals(signum).name}"
+        reraise = SystemExit(128 + signum)
     except Exception as exc:  # recorded, then raised: other jobs of a sweep keep running
-        record["status"] = "failed"
-        record["error"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        record["traceback"] = traceback.format_exc()
-        error = exc
-    recorder.flush_steps(trainer, module)
-    if record["status"] == "diverged" and diverged_at not in recorder.loss_steps[-1:]:
-        recorder.loss_steps.append(diverged_at)  # the non-finite loss that stopped the run
-        recorder.loss_values.append(None)
-
-    epochs = recorder.epochs
-    times = [e["time/epoch_s"] for e in epochs if e.get("time/epoch_s") is not None]
-    final = {k: v for k, v in (epochs[-1] if epochs else {}).items() if "/" in k}
-    final["time/epoch_s"] = sum(times) / len(times) if times else None
-    record.update(
-        stopped_at_step=diverged_at if record["status"] == "diverged" else trainer.global_step,
-        epochs=epochs,
-        train_loss={"step": recorder.loss_steps, "value": recorder.loss_values},
-        final={k: v for k, v in final.items() if not k.startswith("nc/")},
-        nc=nc_counters(trainer) or None,
-        duration_s=time.perf_counter() - t0,
-        resumed_from=trainer.ckpt_path,
-        world_size=trainer.world_size,
-    )
-    if recorder.param_digests:
-        record["param_digests"] = recorder.param_digests
+        status, error, tb, reraise = "failed", _one_line(exc), traceback.format_exc(), exc
+    job.recorder.flush()
+    record.nc = nc_counters(trainer) or None
+    for cb in trainer.callbacks:
+        field = getattr(cb, "record_field", None)
+        if field:
+            setattr(record, field, list(getattr(cb, "records", [])))
+    record.duration_s = time.perf_counter() - t0
+    record.world_size = trainer.world_size
+    at = stopped if stopped is not None else trainer.global_step
+    record.finalize(status, stopped_at_step=at, error=error, traceback=tb)
+    result = record.to_dict()
     if trainer.is_global_zero:
-        write_json_atomic(out / "metrics.json", record)
-        _log_hparams(trainer, cfg, record)
-        _print_summary(record, out)
-    if error is not None:
-        raise error
-    return record
+        record.write(out)
+        _log_hparams(trainer, cfg, result)
+        _print_summary(result, out)
+    if reraise is not None:
+        raise reraise
+    return result
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train one model as ``cfg`` says; return the run record that is also in ``metrics.json``.
+
+    Whatever happens, the run folder ends with a ``metrics.json`` saying so: ``completed``,
+    ``diverged``, ``interrupted`` (SIGTERM / SIGINT: a checkpoint is saved, then ``SystemExit``
+    with 128 + the signal number), or ``failed`` with the error (raised after writing), including
+    errors before training starts. A record of an earlier run that trained in the same folder is
+    never replaced by a run that could not start. The folder is locked while the run uses it.
+    """
+    out = Path(cfg.output_dir).resolve()
+    check_writable(out)
+    record = _new_record(cfg, out)
+    lock = RunLock(out) if _is_rank_zero() else None
+    if lock is not None:
+        lock.acquire()  # refused: ConfigError, and nothing is written
+    try:
+        try:
+            job = _prepare(cfg, out, record)
+        except Exception as err:
+            if _is_rank_zero():
+                _record_failure(record, out, err)
+            raise
+        if isinstance(job, RunRecord):
+            print(
+                f"[accelopt] {job.method} on {job.dataset}: already completed at step "
+                f"{job.stopped_at_step}; {out / RECORD_NAME} left as it was (raise "
+                "trainer.max_epochs to continue it)",
+                flush=True,
+            )
+            return job.to_dict()
+        return _fit(cfg, out, record, job)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _log_hparams(trainer: L.Trainer, cfg: DictConfig, record: dict[str, Any]) -> None:
@@ -249,7 +330,10 @@ def _log_hparams(trainer: L.Trainer, cfg: DictConfig, record: dict[str, Any]) ->
         if isinstance(v, float | int) and math.isfinite(v)
     }
     for lg in trainer.loggers:
-        lg.log_hyperparams(params, metrics=metrics or {"hp/completed": 0.0})
+        if isinstance(lg, TensorBoardLogger):  # the HParams tab pairs them with final metrics
+            lg.log_hyperparams(params, metrics=metrics or {"hp/completed": 0.0})
+        else:
+            lg.log_hyperparams(params)
         lg.save()
 
 
@@ -276,7 +360,8 @@ def _print_summary(record: dict[str, Any], out: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra's entry point; returns the final test accuracy (for sweepers that optimise it).
+    """Hydra's entry point; returns the final validation accuracy (what sweepers may optimise:
+    never the test set).
 
     A config or data error in a single run prints its one-paragraph message and exits with
     status 2 (no traceback); in a multirun it is raised, so Hydra records it for that job and
@@ -289,7 +374,7 @@ def main(cfg: DictConfig) -> float | None:
             raise
         print(f"accelopt: error: {err}", file=sys.stderr, flush=True)
         sys.exit(2)
-    return record["final"].get("test/acc")
+    return record["final"].get("val/acc")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 Plain optimizers (torch's SGD, Nesterov SGD, Adam, ...) are stepped the usual manual way. An
 NC-capable optimizer (class attribute ``needs_hvp = True``) is stepped as
-``opt.step(closure, probe=probe, batch_idx=batch_idx)`` (DESIGN.md §2): ``closure()`` returns the
-minibatch loss with its graph, ``probe(n)`` a loss closure over ``n`` fresh training samples
+``opt.step(closure, probe=probe, batch_idx=batch_idx)``: ``closure()`` returns the minibatch loss
+with its graph (it never calls ``backward``), ``probe(n)`` a loss closure over ``n`` fresh training samples
 supplied by the data module. The optimizer differentiates them itself.
 
 Distributed data parallel (Lightning's DDP strategy; issue 6). Each rank holds its own share of
@@ -54,7 +54,7 @@ def needs_hvp(optimizer: object) -> bool:
 class ClassifierModule(L.LightningModule):
     """Cross-entropy classification of ``net`` trained by ``optimizer(params)`` in manual mode.
 
-    Logs ``train/loss`` every step, ``val/loss`` / ``val/acc`` / ``test/loss`` / ``test/acc``
+    Logs ``train/loss`` every step (its epoch mean as ``train/loss_epoch_mean``), ``val/loss`` / ``val/acc`` / ``test/loss`` / ``test/acc``
     every epoch (the data module's evaluation loaders, in the order of its ``eval_names``) and,
     for NC optimizers, their counters as ``nc/<name>``.
     """
@@ -75,7 +75,6 @@ class ClassifierModule(L.LightningModule):
         self.eval_acc = nn.ModuleList(
             [MulticlassAccuracy(num_classes=num_classes, average="micro") for _ in range(2)]
         )
-        self.step_losses: list[Tensor] = []  # this epoch's per-step losses, read by RunRecorder
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -123,11 +122,11 @@ class ClassifierModule(L.LightningModule):
         loss = loss.detach()
         if distributed:
             loss = _all_reduce_mean(loss.clone())
-            if not torch.isfinite(loss):
-                self.step_losses.append(loss)  # recorded (as null): that step was taken
+            if not torch.isfinite(loss):  # that step was taken: recorded (as null) by train
                 raise Diverged(self.global_step - 1, float(loss.detach()))
-        self.step_losses.append(loss)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        # TensorBoard: train/loss per step, train/loss_epoch_mean per epoch
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        self.log("train/loss_epoch_mean", loss, on_step=False, on_epoch=True)
         if needs_hvp(opt.optimizer) and self.log_nc_every_step:
             counters = opt.optimizer.counters
             self.log_dict(

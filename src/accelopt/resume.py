@@ -1,0 +1,143 @@
+"""Resuming a run: which checkpoint, is it readable, and is it the same run.
+
+A checkpoint carries the run's *identity*: the resolved config minus the keys that may change
+between a run and its resumption (:data:`MAY_CHANGE`). :func:`resolve_checkpoint` finds and reads
+the checkpoint before any work starts and refuses, with one line per problem, a file that is
+missing or unreadable, or whose identity differs from the current config (each differing key named
+with both values). Nothing is written by a refused resume.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from accelopt.config import ConfigError
+
+__all__ = ["MAY_CHANGE", "identity", "identity_diff", "resolve_checkpoint", "ResumePoint"]
+
+# Keys that may differ between a run and its resumption (prefix match on the dotted key):
+# how long to train, where and how it runs, what is logged and how often it is saved.
+MAY_CHANGE = (
+    "ckpt_path",
+    "output_dir",
+    "trainer.max_epochs",
+    "trainer.max_steps",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.log_every_n_steps",
+    "hardware",
+    "logger",
+    "callbacks",
+    "debug",
+    "dataset.data_dir",
+    "dataset.cache_dir",
+    "dataset.download",
+    "dataset.eval_batch_size",
+    "dataset.num_workers",
+)
+IDENTITY_KEY = "accelopt_identity"
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out if out or not prefix else {prefix[:-1]: {}}
+    return {prefix[:-1]: d}
+
+
+def _may_change(key: str) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in MAY_CHANGE)
+
+
+def identity(cfg: DictConfig) -> dict[str, Any]:
+    """The dotted keys and values of ``cfg`` that define the run (resolved; JSON/torch-safe)."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    flat = _flatten(container)
+    return {k: v for k, v in sorted(flat.items()) if not _may_change(k)}
+
+
+def identity_diff(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """One ``key: checkpoint X, now Y`` line per key whose value differs."""
+    missing = object()
+    lines = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key, missing), current.get(key, missing)
+        if a != b:
+            fa = "(absent)" if a is missing else repr(a)
+            fb = "(absent)" if b is missing else repr(b)
+            lines.append(f"{key}: checkpoint {fa}, now {fb}")
+    return lines
+
+
+class ResumePoint:
+    """A readable checkpoint to resume from: its path, global step and saved identity."""
+
+    def __init__(self, path: Path, checkpoint: dict[str, Any]) -> None:
+        self.path = path
+        self.global_step = int(checkpoint.get("global_step", 0))
+        self.epoch = int(checkpoint.get("epoch", 0))
+        self.identity: dict[str, Any] | None = checkpoint.get(IDENTITY_KEY)
+
+
+def _newest_last(folder: Path) -> Path | None:
+    found = [p for p in folder.glob("last*.ckpt") if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (EOFError, RuntimeError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+        what = "empty" if path.stat().st_size == 0 else f"unreadable ({type(err).__name__})"
+        raise ConfigError(
+            f"checkpoint {str(path)!r} is {what}: delete it to start this run from scratch, or "
+            "give another file with ckpt_path=/path/to/file.ckpt."
+        ) from err
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ConfigError(
+            f"checkpoint {str(path)!r} is not a Lightning checkpoint (no 'state_dict'): give a "
+            "file written by accelopt.train, or ckpt_path=last."
+        )
+    return ckpt
+
+
+def resolve_checkpoint(cfg: DictConfig, ckpt_dir: Path) -> ResumePoint | None:
+    """The checkpoint ``cfg.ckpt_path`` names, read and checked against ``cfg``; None = fresh run.
+
+    ``last`` is the newest ``last*.ckpt`` in ``ckpt_dir`` (none there: a fresh run, so
+    ``ckpt_path=last`` can be set on every (re)submission of a job); anything else must be an
+    existing file.
+    """
+    spec = cfg.get("ckpt_path")
+    if spec is None:
+        return None
+    if str(spec) == "last":
+        path = _newest_last(ckpt_dir)
+        if path is None:
+            return None
+    else:
+        path = Path(str(spec)).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"ckpt_path={str(spec)!r} is not a file (resolved from {str(Path.cwd())!r}); give "
+                "a checkpoint's path, or ckpt_path=last to resume from this run folder's "
+                "last.ckpt."
+            )
+    point = ResumePoint(path.resolve(), _read(path))
+    if point.identity is not None:
+        diff = identity_diff(point.identity, identity(cfg))
+        if diff:
+            raise ConfigError(
+                f"cannot resume from {str(point.path)!r}: the config differs from the run that "
+                f"wrote it ({'; '.join(diff)}). Resume with the run's own settings (only "
+                f"{', '.join(MAY_CHANGE[2:])} may change), or start a new run in another folder."
+            )
+    return point
