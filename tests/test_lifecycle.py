@@ -325,3 +325,21 @@ def test_a_signal_saves_a_checkpoint_records_interrupted_and_the_run_resumes(
         assert got["status"] == "completed"
         assert got["train_loss"]["step"] == list(range(3 * STEPS))
         assert [e["epoch"] for e in got["epochs"]] == [0, 1, 2]
+
+
+def test_a_requeued_slurm_job_resumes_from_its_hpc_checkpoint_and_takes_its_lock(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    train(_cfg(run, "trainer.max_epochs=1"))
+    shutil.move(run / "checkpoints" / "last.ckpt", run / "hpc_ckpt_1.ckpt")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    owner = {"host": "another-node", "pid": 1, "since": 0.0, "slurm_job": "4242"}
+    (run / LOCK_NAME).write_text(json.dumps(owner))
+    with pytest.warns(UserWarning, match="same SLURM job"):
+        got = train(_cfg(run, "trainer.max_epochs=2"))  # no ckpt_path: Lightning's hpc resume
+    assert got["resumed_from"] == str(run / "hpc_ckpt_1.ckpt")
+    assert [e["epoch"] for e in got["epochs"]] == [0, 1]
+    assert got["train_loss"]["step"] == list(range(2 * STEPS))

@@ -9,6 +9,7 @@ with both values). Nothing is written by a refused resume.
 
 from __future__ import annotations
 
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -87,9 +88,13 @@ class ResumePoint:
         self.identity: dict[str, Any] | None = checkpoint.get(IDENTITY_KEY)
 
 
-def _newest_last(folder: Path) -> Path | None:
-    found = [p for p in folder.glob("last*.ckpt") if p.is_file()]
+def _newest(paths: list[Path]) -> Path | None:
+    found = [p for p in paths if p.is_file()]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def _on_slurm() -> bool:
+    return "SLURM_JOB_ID" in os.environ
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -109,18 +114,21 @@ def _read(path: Path) -> dict[str, Any]:
     return ckpt
 
 
-def resolve_checkpoint(cfg: DictConfig, ckpt_dir: Path) -> ResumePoint | None:
+def resolve_checkpoint(cfg: DictConfig, ckpt_dir: Path, run_dir: Path) -> ResumePoint | None:
     """The checkpoint ``cfg.ckpt_path`` names, read and checked against ``cfg``; None = fresh run.
 
     ``last`` is the newest ``last*.ckpt`` in ``ckpt_dir`` (none there: a fresh run, so
     ``ckpt_path=last`` can be set on every (re)submission of a job); anything else must be an
-    existing file.
+    existing file. Under SLURM, Lightning's requeue checkpoints (``hpc_ckpt_<n>.ckpt`` in the run
+    folder) count too, with ``ckpt_path=last`` or none: a requeued job resumes from the newest.
     """
     spec = cfg.get("ckpt_path")
-    if spec is None:
+    hpc = list(run_dir.glob("hpc_ckpt_*.ckpt")) if _on_slurm() else []
+    if spec is None and not hpc:
         return None
-    if str(spec) == "last":
-        path = _newest_last(ckpt_dir)
+    if spec is None or str(spec) == "last":
+        last = list(ckpt_dir.glob("last*.ckpt")) if spec is not None else []
+        path = _newest(last + hpc)
         if path is None:
             return None
     else:

@@ -6,7 +6,8 @@ TensorBoard events and resume from each other's checkpoints. :class:`RunLock` cr
 start time; a second run finds it and is refused with one line. A lock left by a killed run is
 *stale* when its host is this machine and its pid no longer runs: it is taken over with a
 warning, so a killed job never blocks its resubmission. A lock from another host is honoured
-(its pid cannot be checked from here); delete the file by hand if that run is gone.
+(its pid cannot be checked from here); delete the file by hand if that run is gone. A SLURM job
+that was requeued (same ``SLURM_JOB_ID``) takes over its own earlier lock on any node.
 """
 
 from __future__ import annotations
@@ -64,17 +65,24 @@ class RunLock:
             return {}
 
     def acquire(self) -> None:
-        me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
+        me = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "since": time.time(),
+            "slurm_job": os.environ.get("SLURM_JOB_ID"),
+        }
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 owner = self._owner()
                 pid, host = owner.get("pid"), owner.get("host")
-                if host == me["host"] and isinstance(pid, int) and not _alive(pid):
+                requeued = me["slurm_job"] is not None and owner.get("slurm_job") == me["slurm_job"]
+                dead = host == me["host"] and isinstance(pid, int) and not _alive(pid)
+                if dead or requeued:
+                    why = "the same SLURM job, requeued" if requeued else "no longer running"
                     warnings.warn(
-                        f"removing the stale lock {str(self.path)!r} of process {pid}, which is "
-                        "no longer running (killed run)",
+                        f"removing the stale lock {str(self.path)!r} of process {pid} ({why})",
                         stacklevel=2,
                     )
                     self.path.unlink(missing_ok=True)

@@ -212,7 +212,7 @@ def _already_done(cfg: DictConfig, out: Path, point: ResumePoint) -> RunRecord |
 def _prepare(cfg: DictConfig, out: Path, record: RunRecord) -> _Job | RunRecord:
     """Check everything and build the job; or the earlier record if the run is already done."""
     check_config(cfg)
-    point = resolve_checkpoint(cfg, _checkpoint_dir(cfg, out))
+    point = resolve_checkpoint(cfg, _checkpoint_dir(cfg, out), out)
     done = None if point is None else _already_done(cfg, out, point)
     if done is not None:
         return done
