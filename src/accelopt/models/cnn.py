@@ -1,4 +1,12 @@
-"""The report's CNN: three conv-ReLU-maxpool blocks and one linear layer (DESIGN.md §4)."""
+"""The report's CNN: three conv-ReLU-maxpool blocks and one linear layer.
+
+The network of Zhiping (Patricia) Xiao's 2019 report "Accelerated Optimization Methods on
+Convolutional Neural Networks" (ECE236C, UCLA; ``MyCNN`` in PatriciaXiao/AcceleratedSGDMethods):
+conv(c→32, k5, stride 1, pad 2) + ReLU + 2×2 max-pool, conv(32→64, k3, pad 1) + ReLU + max-pool,
+conv(64→64, k3, pad 1) + ReLU + max-pool, then one linear layer to the classes (no dropout, no
+batch norm). MNIST (1×28×28) → 576 features, 62,026 parameters; CIFAR-10 (3×32×32) → 1,024
+features, 68,106 parameters. See ``docs/algorithms.md`` for the study it was trained in.
+"""
 
 from __future__ import annotations
 
