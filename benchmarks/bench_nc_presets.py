@@ -8,8 +8,9 @@ the first epoch of a fresh run, cut to ``--steps`` training steps (``trainer.lim
 run's own ``time/epoch_s`` (training only). Methods alternate within each round and the script
 prints every time, then per method the median, the ratio of medians to heavy-ball SGD and the
 NC counters of its median round (checks, re-checks, searches, NC steps, rejected, HVPs, λ of the
-last search, seconds in NC work) and the share of that run's epoch time spent in NC work (a
-within-run measure of the slowdown that the load of a shared machine cannot skew).
+last direction found and the last search's estimate, seconds in NC work) and the share of that
+run's epoch time spent in NC work (a within-run measure of the slowdown that the load of a shared
+machine cannot skew).
 
     python benchmarks/bench_nc_presets.py [--rounds 3] [--steps 150] [--threads 1]
         [--methods heavyball,gose_seed,...] [--set gose:optimizer.every=100 ...]
@@ -33,7 +34,17 @@ from accelopt.train import train  # noqa: E402
 
 METHODS = ("heavyball", "gose_seed", "combined_seed", "ancm_seed", "gose", "combined", "ancm")
 REPORT = {"gose_seed": 1.48, "combined_seed": 1.49, "ancm_seed": 8.95}  # report, Table 1 (MNIST)
-COUNTERS = ("checks", "rechecks", "searches", "steps", "rejected", "hvps", "lambda_min", "time_s")
+COUNTERS = (
+    "checks",
+    "rechecks",
+    "searches",
+    "steps",
+    "rejected",
+    "hvps",
+    "lambda_min",
+    "lambda_last",
+    "time_s",
+)
 
 
 def run_epoch(

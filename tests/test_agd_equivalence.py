@@ -1,4 +1,4 @@
-"""The report's AGD recursion is torch's Nesterov SGD (DESIGN.md §3): same iterates to 1e-6."""
+"""The 2019 report's AGD recursion is torch's Nesterov SGD (dampening 0): same iterates to 1e-6."""
 
 import copy
 
@@ -19,6 +19,7 @@ def test_report_agd_recursion_equals_torch_nesterov_sgd():
 
     # Report: y_{k+1} = x_k − γ∇f(x_k);  x_{k+1} = y_{k+1} + β(y_{k+1} − y_k);  y_0 = x_0.
     xs = [p.detach().clone() for p in model.parameters()]
+    x0 = [x.clone() for x in xs]  # the initial iterate, kept for the "moved" guard
     ys = [x.clone() for x in xs]
     opt = torch.optim.SGD(twin.parameters(), lr=lr, momentum=beta, nesterov=True, dampening=0)
     for step in range(30):
@@ -37,10 +38,9 @@ def test_report_agd_recursion_equals_torch_nesterov_sgd():
         # torch's parameters are x_{k+1}: compare every iterate.
         for x, p in zip(xs, twin.parameters(), strict=True):
             torch.testing.assert_close(p.detach(), x, rtol=0, atol=1e-6)
-    moved = sum(
-        (x - p0).abs().sum() for x, p0 in zip(xs, ReportCNN(1, 4, 12).parameters(), strict=True)
-    )
-    assert moved > 0  # the iterates did move
+    # guard against a vacuous comparison: the iterates moved far beyond the 1e-6 tolerance
+    moved = max(float((x - p0).abs().max()) for x, p0 in zip(xs, x0, strict=True))
+    assert moved > 1e-3
 
 
 def test_recursion_differs_from_heavy_ball():

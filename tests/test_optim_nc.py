@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from accelopt.optim import ANCM, GOSE, Combined, NCEscape
+from accelopt.optim import ANCM, GOSE, Combined, NCEscape, NoiseCheck
 
 DT = torch.float64
 PRESETS = {"gose": GOSE, "ancm": ANCM, "combined": Combined}
@@ -212,7 +212,7 @@ def test_counters_add_up_when_searches_run(name: str, variant: str) -> None:
     assert c["steps"] + c["rejected"] <= c["searches"]
     assert c["hvps"] > 0 and math.isfinite(c["lambda_min"])
     assert c["time_s"] >= c["check_time_s"]
-    if opt.max_nc_steps == 1:
+    if opt.schedule.max_nc_steps == 1:
         assert c["rechecks"] == 0
 
 
@@ -256,7 +256,7 @@ def test_state_dict_round_trip_gives_identical_next_20_steps(
     run(model, opt, src, range(20))
     assert opt.counters["searches"] > 0
     if name == "ancm":
-        assert opt._anchor is not None  # the anchor is part of what must round-trip
+        assert opt.anchor is not None  # the anchor is part of what must round-trip
     buf = io.BytesIO()
     torch.save(opt.state_dict(), buf)  # as a Lightning checkpoint would
     buf.seek(0)
@@ -343,7 +343,12 @@ def test_missing_probe_or_closure_is_a_clear_error() -> None:
         ({"every": 0}, "every=0"),
         ({"base": "rmsprop"}, "base='rmsprop'.*'heavyball'"),
         ({"timing": "during"}, "timing='during'"),
-        ({"nc_step": "curvature"}, "nc_step='curvature'.*'carmon'"),
+        ({"step": "curvature"}, "step='curvature'.*'carmon'"),
+        ({"momentum": 1.0}, "momentum=1.0.*0 <= momentum < 1"),
+        ({"momentum": -0.1}, "momentum=-0.1"),
+        ({"power_outer": 2}, "knob power_outer=2.*accepted: .*max_hvps"),
+        ({"hvp_method": "finite_difference"}, "hvp_method='finite_difference'.*'double_backward'"),
+        ({"accept": "yes"}, "accept='yes'"),
         ({"eps_h": -0.1}, "eps_h=-0.1"),
         ({"search": "seed_power", "sign_batch": None}, "sign_batch=None"),
         ({"search": "neon2", "max_hvps": 2}, "max_hvps=2"),
@@ -362,7 +367,7 @@ def test_ancm_rechecks_after_an_nc_step_and_stops_when_the_gradient_grew() -> No
     # second search although max_nc_steps > 1.
     p = torch.zeros(2, dtype=DT, requires_grad=True)
     opt = ANCM([p], lr=0.1, every=5)
-    assert opt.max_nc_steps > 1 and opt.check == "noise"
+    assert opt.schedule.max_nc_steps > 1 and isinstance(opt.check, NoiseCheck)
 
     def closure() -> Tensor:
         return factorisation(p)
@@ -394,7 +399,7 @@ def test_rechecks_pass_while_the_gradient_stays_within_the_noise_margin() -> Non
 def test_rechecks_work_with_the_other_searches(search: str) -> None:
     src = Source()
     model = mlp()
-    knobs = {"sign_batch": 16} if search == "seed_power" else {}
+    knobs = {"sign_batch": 16} if search == "seed_power" else {"max_hvps": 12}
     opt = ANCM(
         model.parameters(),
         lr=0.05,
@@ -402,7 +407,6 @@ def test_rechecks_work_with_the_other_searches(search: str) -> None:
         check_ratio=1e12,
         max_nc_steps=3,
         search=search,
-        max_hvps=12,
         eps_h=0.0,
         **knobs,
     )

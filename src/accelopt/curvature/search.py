@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import torch
 from torch import Tensor
+from torch.nn.utils import vector_to_parameters
 
 from .hvp import (
     Closure,
@@ -24,7 +25,6 @@ from .hvp import (
     flat_grad,
     flatten,
     trainable_mask,
-    unflatten_like,
 )
 
 __all__ = ["SearchResult", "lanczos", "neon2", "seed_power"]
@@ -47,7 +47,9 @@ class SearchResult:
     λ_max). ``residual``: ``‖H v − lam v‖`` estimate (``lanczos`` only). ``iters``: iterations.
     ``history``: smallest Ritz value after each product (``lanczos(record=True)`` only).
     ``candidate``: the unit vector behind ``lam`` even when nothing was found (for warm starts
-    and diagnostics; ``None`` only if there is no vector).
+    and diagnostics; ``None`` only if there is no vector). ``grads``: gradients computed besides
+    the products (``seed_power``: the first-order graph of each HVP batch; 0 for the others,
+    whose gradients are counted in ``hvps`` or by the caller that built the operator).
     """
 
     lam: float
@@ -59,6 +61,7 @@ class SearchResult:
     method: str = ""
     history: list[float] | None = None
     candidate: Tensor | None = None
+    grads: int = 0
 
     @property
     def found(self) -> bool:
@@ -96,6 +99,45 @@ def _tridiag(alphas: list[float], betas: list[float]) -> Tensor:
         off = torch.tensor(betas[: k - 1], dtype=torch.float64)
         T = T + torch.diag(off, 1) + torch.diag(off, -1)
     return T
+
+
+def _start(
+    op: LinearOperator,
+    dim: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    v0: Tensor | None,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """Lanczos's first vector: ``v0`` normalised, else a random unit vector inside ``op.mask``."""
+    q = None
+    if v0 is not None:
+        q = _unit(v0.detach().to(dtype=dtype, device=device).reshape(-1))
+    mask = getattr(op, "mask", None)
+    if q is None:
+        r = _randn(dim, dtype, device, generator)
+        q = _unit(r if mask is None else r * mask.to(r))
+        q = _unit(r) if q is None else q
+    assert q is not None
+    return q
+
+
+def _restart(
+    Qj: Tensor,
+    dim: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    generator: torch.Generator | None,
+    eps: float,
+) -> Tensor | None:
+    """A random unit vector orthogonal to the rows of ``Qj``; None if none is left."""
+    r = _randn(dim, dtype, device, generator)
+    for _ in range(2):
+        r = r - Qj.T @ (Qj @ r)
+    nr = float(torch.linalg.vector_norm(r))
+    if nr <= 1e3 * eps * math.sqrt(dim):
+        return None
+    return r / nr
 
 
 def lanczos(
@@ -140,14 +182,7 @@ def lanczos(
         return SearchResult(math.nan, None, 0, method="lanczos")
     eps = torch.finfo(dtype).eps
 
-    q = None
-    if v0 is not None:
-        q = _unit(v0.detach().to(dtype=dtype, device=device).reshape(-1))
-    mask = getattr(op, "mask", None)
-    if q is None:
-        r = _randn(dim, dtype, device, generator)
-        q = _unit(r if mask is None else r * mask.to(r))
-        q = _unit(r) if q is None else q
+    q = _start(op, dim, dtype, device, v0, generator)
     Q = torch.empty(budget, dim, dtype=dtype, device=device)
     alphas: list[float] = []
     betas: list[float] = []  # betas[j] couples q_j and q_{j+1}
@@ -185,22 +220,30 @@ def lanczos(
         if b <= 100 * eps * max(anorm, 1e-300) * math.sqrt(k):
             # invariant subspace: restart from a random vector orthogonal to span(Q)
             b = 0.0
-            r = _randn(dim, dtype, device, generator)
-            for _ in range(2):
-                r = r - Qj.T @ (Qj @ r)
-            nr = float(torch.linalg.vector_norm(r))
-            if nr <= 1e3 * eps * math.sqrt(dim):
+            q = _restart(Qj, dim, dtype, device, generator, eps)
+            if q is None:
                 betas.append(0.0)
                 break
-            q = r / nr
         else:
             q = w / b
         betas.append(b)
 
+    return _ritz(Q, alphas, betas, eps_h, hvps, history if record else None)
+
+
+def _ritz(
+    Q: Tensor,
+    alphas: list[float],
+    betas: list[float],
+    eps_h: float,
+    hvps: int,
+    history: list[float] | None,
+) -> SearchResult:
+    """The smallest Ritz pair of T_k = tridiag(β, α, β) as a :class:`SearchResult`."""
     k = len(alphas)
     evals, evecs = torch.linalg.eigh(_tridiag(alphas, betas))
     theta, lam_max = float(evals[0]), float(evals[-1])
-    s = evecs[:, 0].to(dtype=dtype, device=device)
+    s = evecs[:, 0].to(dtype=Q.dtype, device=Q.device)
     v = _unit(Q[:k].T @ s)
     residual = abs(betas[k - 1] * float(s[-1])) if betas else math.nan
     found = v is not None and _is_negative(theta, eps_h)
@@ -212,7 +255,7 @@ def lanczos(
         residual=residual,
         iters=k,
         method="lanczos",
-        history=history if record else None,
+        history=history,
         candidate=v,
     )
 
@@ -223,9 +266,8 @@ def lanczos(
 
 
 def _set_params(params: Sequence[Tensor], flat: Tensor) -> None:
-    with torch.no_grad():
-        for p, x in zip(params, unflatten_like(flat, params), strict=True):
-            p.copy_(x)
+    """Point the parameters at the entries of ``flat`` (``p.data`` rebound to its slices)."""
+    vector_to_parameters(flat, params)
 
 
 def neon2(
@@ -252,14 +294,15 @@ def neon2(
     until ‖x_t − x₀‖ ≥ r (``radius``, default 100σ) or the gradient budget is spent; then
     ``v = (x_t − x₀)/‖x_t − x₀‖``. The displacement is a power iteration on I − ηH, so it grows
     fastest along the most negative curvature (needs η < 2/λ_max to stay stable). The parameters
-    are moved in place and restored exactly (copied back) before returning; a
-    :class:`HessianOperator` built before the call is invalid afterwards (autograd's in-place
-    version check raises): build operators after it.
+    are moved (``vector_to_parameters``: ``p.data`` rebound to slices of a flat vector) and
+    restored exactly before returning; a :class:`HessianOperator` built before the call must not
+    be used afterwards (autograd's version check would not notice): build operators after it.
 
     Curvature estimate ``lam = vᵀHv``: ``rayleigh="hvp"`` (default, exact) builds one
     first-order graph at x₀ and takes one HVP (counted 2: one gradient + one HVP);
     ``rayleigh="fd"`` uses one gradient difference ``vᵀ(∇f_S(x₀ + δv) − g₀)/δ`` with
-    δ = ‖x_t − x₀‖ (counted 1; inaccurate in float32 on ReLU nets, see DESIGN.md §2).
+    δ = ‖x_t − x₀‖ (counted 1; inaccurate in float32 on ReLU nets: a gradient difference over
+    a small δ loses most of its digits, and ReLU kinks make it a poor curvature estimate).
     ``hvps`` = all gradient evaluations (g₀ included) + the estimate's cost, ≤ ``max_grads``.
     """
     if unknown:
@@ -329,12 +372,15 @@ def seed_power(
     eps_h: float = 0.0,
     generator: torch.Generator | None = None,
     reduce: Reduce = None,
+    method: str = "double_backward",
+    module: torch.nn.Module | None = None,
 ) -> SearchResult:
     """The report's variance-reduced power (Oja/SCSG-for-PCA) iteration, reproduced faithfully.
 
     Source: ``MyCNN.power_method`` in PatriciaXiao/AcceleratedSGDMethods ``my_cnn.py`` (itself
-    from uclaml/GOSE ``cnn_gose.py``), with the report's settings per DESIGN.md §3: E = ``outer``
-    = 2, m = ``inner`` = 8, step η = 0.5, λ = 5, HVP batches of ``batch`` = 8 fresh samples
+    from uclaml/GOSE ``cnn_gose.py``), with the settings of the report (Zhiping (Patricia) Xiao,
+    "Accelerated Optimization Methods on Convolutional Neural Networks", ECE236C course project
+    report, UCLA, June 2019): E = ``outer`` = 2, m = ``inner`` = 8, step η = 0.5, λ = 5, HVP batches of ``batch`` = 8 fresh samples
     (every HVP batch is a new ``probe(batch)``; H_b is the Hessian on batch b, all at the fixed
     x₀). Note: the two stored versions of ``my_cnn.py`` read for this (commits 06fe745, 2f2758d)
     have signature defaults ``epoch_power=8, inner_iteration_power=16`` and
@@ -359,7 +405,8 @@ def seed_power(
     the average of per-batch estimates yᵀH_b y over the last outer round's iterates (not the
     returned vector's quotient); the original initialises ``y`` with torch's global RNG (here:
     ``generator``). The NC step (θ ← θ − 0.5·sign(⟨g₀, v⟩)·v, g₀ on 64 samples) lives in
-    :mod:`accelopt.curvature.step`.
+    :mod:`accelopt.curvature.step`. ``method``/``module``: how the HVPs are computed (see
+    :class:`~accelopt.curvature.hvp.HessianOperator`).
     """
     params = list(params)
     dim = sum(p.numel() for p in params)
@@ -369,18 +416,20 @@ def seed_power(
     y = _unit(_randn(dim, ref.dtype, ref.device, generator) * trainable_mask(params))
     if y is None:  # nothing trainable
         return SearchResult(math.nan, None, 0, method="seed_power")
-    hvps = 0
+    hvps = grads = 0  # grads: one first-order graph per HVP batch
     est = math.nan
     for _ in range(outer):
         y_snap = y.clone()
         z = torch.zeros_like(y)
         for _ in range(inner):
-            op = HessianOperator(probe(batch), params, reduce=reduce)
+            op = HessianOperator(probe(batch), params, method=method, reduce=reduce, module=module)
+            grads += 1
             z += (y_snap - op.matvec(y_snap) / lam) / inner
             hvps += 1
         acc = 0.0
         for _ in range(inner):
-            op = HessianOperator(probe(batch), params, reduce=reduce)
+            op = HessianOperator(probe(batch), params, method=method, reduce=reduce, module=module)
+            grads += 1
             hy = op.matvec(y)
             hy_snap = op.matvec(y_snap)
             hvps += 2
@@ -388,10 +437,10 @@ def seed_power(
             y = y + step * ((y - hy / lam) - (y_snap - hy_snap / lam) + z)
             yn = _unit(y)
             if yn is None:
-                return SearchResult(math.nan, None, hvps, method="seed_power")
+                return SearchResult(math.nan, None, hvps, method="seed_power", grads=grads)
             y = yn
         est = acc / inner
     found = _is_negative(est, eps_h)
-    return SearchResult(
-        est, y if found else None, hvps, iters=outer * inner, method="seed_power", candidate=y
-    )
+    result = SearchResult(est, y if found else None, hvps, method="seed_power", candidate=y)
+    result.iters, result.grads = outer * inner, grads
+    return result

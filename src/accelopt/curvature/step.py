@@ -30,8 +30,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from .hvp import Closure, unflatten_like
+from .hvp import Closure
 
 __all__ = ["NCStep", "orient", "step_length", "take_nc_step"]
 
@@ -106,6 +107,9 @@ def take_nc_step(
     64-sample g₀); None keeps ``direction``'s sign. ``accept=True`` needs ``closure``: the loss is
     evaluated before (unless ``loss_before`` is given) and after the step, under ``no_grad``; if
     it increased (or is not finite) the parameters are restored exactly and ``accepted=False``.
+    The parameters are set with ``torch.nn.utils.vector_to_parameters`` (each ``p.data`` rebound
+    to a slice of the new flat vector, no in-place update): a ``HessianOperator`` built before
+    the step must not be used after it (autograd's version check would not notice).
     """
     params = list(params)
     if accept and closure is None:
@@ -114,7 +118,7 @@ def take_nc_step(
     slope = float(d @ grad.to(d)) if grad is not None else math.nan
     if length == 0 or not math.isfinite(length):
         return NCStep(False, float(length), s, slope)
-    x0 = [p.detach().clone() for p in params]
+    x0 = parameters_to_vector([p.detach() for p in params])  # a copy (torch.cat)
     before = math.nan
     if accept:
         if loss_before is None:
@@ -122,10 +126,8 @@ def take_nc_step(
                 before = float(closure())  # type: ignore[misc]
         else:
             before = float(loss_before)
-    step = unflatten_like((length * d).to(dtype=x0[0].dtype, device=x0[0].device), params)
-    with torch.no_grad():
-        for p, dp in zip(params, step, strict=True):
-            p.add_(dp)
+    # vector_to_parameters rebinds each p.data to a slice of the new vector (no in-place add)
+    vector_to_parameters(x0 + (length * d).to(dtype=x0.dtype, device=x0.device), params)
     after = math.nan
     accepted = True
     if accept:
@@ -133,7 +135,5 @@ def take_nc_step(
             after = float(closure())  # type: ignore[misc]
         if not (math.isfinite(after) and after <= before):
             accepted = False
-            with torch.no_grad():
-                for p, x in zip(params, x0, strict=True):
-                    p.copy_(x)
+            vector_to_parameters(x0, params)
     return NCStep(accepted, float(length), s, slope, before, after)

@@ -1,16 +1,45 @@
-"""Optimizers: the NC-escape wrapper and its GOSE / ANCM / Combined presets (torch only).
+"""Optimizers: the NC-escape wrapper, its components and its GOSE / ANCM / Combined presets.
 
-``from accelopt.optim import GOSE`` and use it in a plain loop::
+Torch only. ``from accelopt.optim import GOSE`` and use it in a plain loop::
 
-    opt = GOSE(model.parameters(), lr=0.02)
+    opt = GOSE(model.parameters(), lr=0.02)                 # or variant="seed": the report's
     for x, y in loader:
         loss = opt.step(lambda: loss_fn(model(x), y), probe=probe)
 
-where ``probe(n)`` returns a loss closure over ``n`` fresh training samples.
+where ``probe(n)`` returns a loss closure over ``n`` fresh training samples. Compose your own::
+
+    opt = NCEscape(model.parameters(), lr=0.02, base="nesterov", check=SeedCheck(),
+                   search=Neon2(max_hvps=30), step=CarmonStep(), schedule=Schedule(every=20))
 """
 
-from accelopt.optim.check import NoiseCheck, seed_check
+from accelopt.optim.check import Always, Check, Never, NoiseCheck, SeedCheck, seed_check
+from accelopt.optim.component import Component, registry
 from accelopt.optim.nc import NCEscape
 from accelopt.optim.presets import ANCM, GOSE, VARIANTS, Combined
+from accelopt.optim.schedule import Schedule
+from accelopt.optim.search import Lanczos, Neon2, Search, SeedPower
+from accelopt.optim.step import CarmonStep, FixedStep, StepRule
 
-__all__ = ["ANCM", "GOSE", "VARIANTS", "Combined", "NCEscape", "NoiseCheck", "seed_check"]
+__all__ = [
+    "ANCM",
+    "GOSE",
+    "VARIANTS",
+    "Always",
+    "CarmonStep",
+    "Check",
+    "Combined",
+    "Component",
+    "FixedStep",
+    "Lanczos",
+    "NCEscape",
+    "Neon2",
+    "Never",
+    "NoiseCheck",
+    "Schedule",
+    "Search",
+    "SeedCheck",
+    "SeedPower",
+    "StepRule",
+    "registry",
+    "seed_check",
+]

@@ -1,10 +1,12 @@
 """Small-gradient checks: is the iterate in a region where a negative-curvature search pays?
 
-Two checks, both used by :class:`accelopt.optim.NCEscape`:
+A check is a :class:`Check` component of :class:`accelopt.optim.NCEscape`: the wrapper calls
+:meth:`Check.observe` with every minibatch gradient it computes, :meth:`Check.passes` at each
+scheduled check, and :meth:`Check.recheck` before every further search round of an NC phase.
 
-- :func:`seed_check` — the report's check (DESIGN.md §3): the norm of the gradient averaged over
-  ``batches`` fresh probe batches of ``batch_size`` samples, compared with an absolute threshold
-  (``1e-3``). It costs ``batches`` extra gradients every time it runs.
+- :class:`SeedCheck` — the report's check: the norm of the gradient averaged over ``batches``
+  fresh probe batches of ``batch_size`` samples (8 × 128), below ``threshold`` (``1e-3``). It
+  costs ``batches`` extra gradients every time it runs (:func:`seed_check`).
 - :class:`NoiseCheck` — the project's default: it reuses the minibatch gradients the optimizer
   computes anyway (cost: one vector add and one dot product per step). Over the ``W`` minibatch
   gradients ``g_1 .. g_W`` seen since the last check it forms
@@ -27,21 +29,20 @@ Two checks, both used by :class:`accelopt.optim.NCEscape`:
   (``ρ = ratio``, default 1) or than the absolute floor ``τ = tol`` (default 0). With fewer than two
   gradients in the window it cannot estimate anything and does not fire. On a deterministic problem
   (no noise) at an exact critical point both estimates are 0 and the check fires.
+- :class:`Always`, :class:`Never` — pass always / never (``Never``: no NC phase at all).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from torch import Tensor
 
 from accelopt.curvature.hvp import flat_grad
+from accelopt.optim.component import Batch, Component, Context, Probe, Reduce, count, positive
 
-__all__ = ["NoiseCheck", "seed_check"]
-
-Probe = Callable[[int], Callable[[], Tensor]]
-Reduce = Callable[[Tensor], Tensor] | None
+__all__ = ["Always", "Check", "Never", "NoiseCheck", "SeedCheck", "seed_check"]
 
 
 def seed_check(
@@ -65,21 +66,107 @@ def seed_check(
     return float((total / batches).norm())
 
 
-class NoiseCheck:
+class Check(Component):
+    """A small-gradient check (a component of :class:`accelopt.optim.NCEscape`).
+
+    ``recheck_on_batch``: ``True`` if :meth:`recheck` judges the next round from that round's
+    reference batch (drawn first), ``False`` if it runs before the batch is drawn.
+    """
+
+    kind: ClassVar[str] = "check"
+    recheck_on_batch: ClassVar[bool] = False
+    schedules: ClassVar[bool] = True  # False: no NC phase is ever due (Never)
+
+    def observe(self, grad: Tensor) -> None:
+        """See one minibatch gradient (flat, reduced); the default ignores it."""
+
+    def passes(self, ctx: Context, probe: Probe) -> bool:
+        """Decide at a scheduled check."""
+        raise NotImplementedError
+
+    def recheck(
+        self, ctx: Context, probe: Probe, batch: Batch | None, ref_sq: float | None
+    ) -> bool:
+        """Decide before a further search round; the default runs :meth:`passes` again."""
+        del batch, ref_sq
+        return self.passes(ctx, probe)
+
+
+@dataclass
+class SeedCheck(Check):
+    """The report's check: ‖mean of ``batches`` probe gradients of ``batch_size``‖ < ``threshold``."""
+
+    name: ClassVar[str] = "seed"
+    batches: int = 8
+    batch_size: int = 128
+    threshold: float = 1e-3
+
+    def __post_init__(self) -> None:
+        count("SeedCheck", "batches", self.batches, minimum=1)
+        count("SeedCheck", "batch_size", self.batch_size, minimum=1)
+        positive("SeedCheck", "threshold", self.threshold)
+        self.threshold = float(self.threshold)
+
+    def passes(self, ctx: Context, probe: Probe) -> bool:
+        norm = seed_check(
+            probe, ctx.params(), batches=self.batches, batch_size=self.batch_size, reduce=ctx.reduce
+        )
+        ctx.counters["grads"] += self.batches
+        return norm < self.threshold
+
+
+@dataclass
+class Always(Check):
+    """Always passes: a search at every scheduled check."""
+
+    name: ClassVar[str] = "always"
+
+    def passes(self, ctx: Context, probe: Probe) -> bool:
+        return True
+
+
+@dataclass
+class Never(Check):
+    """Never passes, and no NC phase is scheduled at all: the base optimizer alone."""
+
+    name: ClassVar[str] = "never"
+    schedules: ClassVar[bool] = False
+
+    def passes(self, ctx: Context, probe: Probe) -> bool:
+        return False
+
+
+@dataclass
+class NoiseCheck(Check):
     """The noise-relative small-gradient check over the minibatch gradients since the last check.
 
     Call :meth:`observe` with every (flat) minibatch gradient and :meth:`fires` at a scheduled
-    check; :meth:`fires` resets the window. See the module docstring for the estimator.
+    check; :meth:`fires` resets the window. See the module docstring for the estimator. As a
+    re-check inside an NC phase (free: the round's reference batch gives ``g_S``) it passes iff
+    ``‖g_S‖² ≤ ‖g_{S_0}‖² + max(0, ρσ̂² + τ² − ‖∇f‖²^)``, the margin by which the phase's check
+    passed (``S_0`` the first round's batch, same size, hence the same noise floor).
     """
 
-    def __init__(self, *, ratio: float = 1.0, tol: float = 0.0) -> None:
-        self.ratio = float(ratio)
-        self.tol = float(tol)
-        self.total: Tensor | None = None
-        self.sq_sum = 0.0
-        self.count = 0
-        self.last_grad_sq = float("nan")
-        self.last_noise = float("nan")
+    name: ClassVar[str] = "noise"
+    recheck_on_batch: ClassVar[bool] = True
+    ratio: float = 1.0
+    tol: float = 0.0
+    total: Tensor | None = field(default=None, init=False, repr=False, compare=False)
+    sq_sum: float = field(default=0.0, init=False, repr=False, compare=False)
+    count: int = field(default=0, init=False, repr=False, compare=False)
+    last_grad_sq: float = field(default=float("nan"), init=False, repr=False, compare=False)
+    last_noise: float = field(default=float("nan"), init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        positive("NoiseCheck", "ratio", self.ratio, allow_zero=True)
+        positive("NoiseCheck", "tol", self.tol, allow_zero=True)
+        self.ratio, self.tol = float(self.ratio), float(self.tol)
+
+    def knobs(self) -> tuple[str, ...]:
+        return ("ratio", "tol")
+
+    def replace(self, **knobs: Any) -> NoiseCheck:
+        return NoiseCheck(**{"ratio": self.ratio, "tol": self.tol, **knobs})
 
     def observe(self, g: Tensor) -> None:
         """Add one minibatch gradient (flat) to the window."""
@@ -105,6 +192,16 @@ class NoiseCheck:
         if grad_sq != grad_sq:  # NaN: fewer than two gradients
             return False
         return grad_sq <= self.ratio * max(noise, 0.0) + self.tol**2
+
+    def passes(self, ctx: Context, probe: Probe) -> bool:
+        return self.fires()
+
+    def recheck(
+        self, ctx: Context, probe: Probe, batch: Batch | None, ref_sq: float | None
+    ) -> bool:
+        assert batch is not None and ref_sq is not None
+        margin = self.ratio * max(self.last_noise, 0.0) + self.tol**2 - self.last_grad_sq
+        return float(batch.grad.dot(batch.grad)) <= ref_sq + max(margin, 0.0)
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,184 @@
+"""Negative-curvature searches as components: :class:`Lanczos`, :class:`Neon2`, :class:`SeedPower`.
+
+Each wraps one function of :mod:`accelopt.curvature.search` and owns its knobs. The optimizer
+calls :meth:`Search.reference` to draw the round's reference batch (when one is needed) and
+:meth:`Search.run` to search; ``run`` returns the :class:`~accelopt.curvature.search.SearchResult`
+and the closure of the batch it searched on (``None`` for searches that draw their own batches),
+which then serves the sign rule and the acceptance test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from accelopt.curvature.hvp import Closure, HessianOperator, flat_grad
+from accelopt.curvature.search import SearchResult, lanczos, neon2, seed_power
+from accelopt.optim.component import Batch, Component, Context, Probe, choice, count, positive
+
+__all__ = ["HVP_METHODS", "Lanczos", "Neon2", "Search", "SeedPower"]
+
+HVP_METHODS = ("double_backward", "forward_over_reverse")
+
+
+class Search(Component):
+    """A search for a direction of negative curvature (a component of ``NCEscape``).
+
+    ``search_batch``: the size of the one probe batch the search works on, or ``None`` when it
+    draws its own batches (the step rule's ``sign_batch`` then sizes the reference batch).
+    ``needs_reference``: the search needs the reference batch drawn before it (Lanczos: its
+    Hessian operator). ``eps_h``: curvature threshold (found iff λ ≤ −ε_H/2, λ < 0).
+    """
+
+    kind: ClassVar[str] = "search"
+    needs_reference: ClassVar[bool] = False
+    search_batch: int | None = None
+    eps_h: float = 0.0
+
+    def reference(self, ctx: Context, closure: Closure) -> Batch:
+        """The reference batch of ``closure`` at θ: loss and gradient (one gradient)."""
+        loss, grad = flat_grad(closure, ctx.params(), reduce=ctx.reduce)
+        ctx.counters["grads"] += 1
+        return Batch(closure, loss, grad)
+
+    def run(
+        self, ctx: Context, probe: Probe, batch: Batch | None
+    ) -> tuple[SearchResult, Closure | None]:
+        raise NotImplementedError
+
+
+def _check_hvp(owner: str, method: str, ctx: Context) -> None:
+    if method == "forward_over_reverse" and ctx.module is None:
+        raise ValueError(
+            f"{owner}: hvp_method='forward_over_reverse' needs the model: pass "
+            "module=<the nn.Module the closures call> to the optimizer (or set opt.module); "
+            "accepted without it: hvp_method='double_backward'"
+        )
+
+
+@dataclass
+class Lanczos(Search):
+    """Warm-started Lanczos on one probe batch of ``search_batch``: ≤ ``max_hvps`` HVPs, early
+    exit once the Ritz value is ≤ −``eps_h``/2; starts from the last search's vector."""
+
+    name: ClassVar[str] = "lanczos"
+    needs_reference: ClassVar[bool] = True
+    search_batch: int = 64
+    max_hvps: int = 20
+    eps_h: float = 0.2
+    hvp_method: str = "double_backward"
+
+    def __post_init__(self) -> None:
+        count("Lanczos", "search_batch", self.search_batch, minimum=1)
+        count("Lanczos", "max_hvps", self.max_hvps, minimum=1)
+        positive("Lanczos", "eps_h", self.eps_h, allow_zero=True)
+        choice("Lanczos", "hvp_method", self.hvp_method, HVP_METHODS)
+        self.eps_h = float(self.eps_h)
+
+    def reference(self, ctx: Context, closure: Closure) -> Batch:
+        _check_hvp("Lanczos", self.hvp_method, ctx)
+        op = HessianOperator(
+            closure, ctx.params(), method=self.hvp_method, reduce=ctx.reduce, module=ctx.module
+        )
+        ctx.counters["grads"] += 1
+        return Batch(closure, op.loss, op.grad, op)
+
+    def run(
+        self, ctx: Context, probe: Probe, batch: Batch | None
+    ) -> tuple[SearchResult, Closure | None]:
+        assert batch is not None and batch.op is not None
+        result = lanczos(
+            batch.op,
+            max_hvps=self.max_hvps,
+            eps_h=self.eps_h,
+            v0=ctx.direction,
+            generator=ctx.generator,
+        )
+        batch.op = None  # free the retained first-order graph
+        return result, batch.closure
+
+
+@dataclass
+class Neon2(Search):
+    """Allen-Zhu & Li's first-order Neon2 on one probe batch of ``search_batch``: ≤ ``max_hvps``
+    gradients (≥ 4), step ``eta``, start radius ``sigma``."""
+
+    name: ClassVar[str] = "neon2"
+    search_batch: int = 64
+    max_hvps: int = 20
+    eps_h: float = 0.2
+    eta: float = 0.05
+    sigma: float = 1e-3
+
+    def __post_init__(self) -> None:
+        count("Neon2", "search_batch", self.search_batch, minimum=1)
+        count("Neon2", "max_hvps", self.max_hvps, minimum=4)
+        positive("Neon2", "eps_h", self.eps_h, allow_zero=True)
+        positive("Neon2", "eta", self.eta)
+        positive("Neon2", "sigma", self.sigma)
+        self.eps_h, self.eta, self.sigma = float(self.eps_h), float(self.eta), float(self.sigma)
+
+    def run(
+        self, ctx: Context, probe: Probe, batch: Batch | None
+    ) -> tuple[SearchResult, Closure | None]:
+        closure = probe(self.search_batch) if batch is None else batch.closure
+        result = neon2(
+            closure,
+            ctx.params(),
+            max_grads=self.max_hvps,
+            eps_h=self.eps_h,
+            generator=ctx.generator,
+            reduce=ctx.reduce,
+            eta=self.eta,
+            sigma=self.sigma,
+        )
+        return result, closure
+
+
+@dataclass
+class SeedPower(Search):
+    """The report's variance-reduced power iteration: ``outer`` rounds of ``inner`` steps of size
+    ``step`` on ``I − H/lam``, every HVP on a fresh probe batch of ``batch`` (48 HVPs)."""
+
+    name: ClassVar[str] = "seed_power"
+    outer: int = 2
+    inner: int = 8
+    step: float = 0.5
+    lam: float = 5.0
+    batch: int = 8
+    eps_h: float = 0.0
+    hvp_method: str = "double_backward"
+
+    def __post_init__(self) -> None:
+        count("SeedPower", "outer", self.outer, minimum=1)
+        count("SeedPower", "inner", self.inner, minimum=1)
+        positive("SeedPower", "step", self.step)
+        positive("SeedPower", "lam", self.lam)
+        count("SeedPower", "batch", self.batch, minimum=1)
+        positive("SeedPower", "eps_h", self.eps_h, allow_zero=True)
+        choice("SeedPower", "hvp_method", self.hvp_method, HVP_METHODS)
+        self.step, self.lam, self.eps_h = float(self.step), float(self.lam), float(self.eps_h)
+
+    @property
+    def search_batch(self) -> None:  # type: ignore[override]
+        return None  # draws its own batches: the sign batch is the reference
+
+    def run(
+        self, ctx: Context, probe: Probe, batch: Batch | None
+    ) -> tuple[SearchResult, Closure | None]:
+        _check_hvp("SeedPower", self.hvp_method, ctx)
+        result = seed_power(
+            probe,
+            ctx.params(),
+            outer=self.outer,
+            inner=self.inner,
+            step=self.step,
+            lam=self.lam,
+            batch=self.batch,
+            eps_h=self.eps_h,
+            generator=ctx.generator,
+            reduce=ctx.reduce,
+            method=self.hvp_method,
+            module=ctx.module,
+        )
+        return result, None

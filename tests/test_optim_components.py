@@ -1,0 +1,146 @@
+"""The NC components on their own: knob validation, registry, flat-knob routing, a new search."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+import torch
+from torch import nn
+
+import accelopt
+from accelopt.curvature.search import SearchResult
+from accelopt.optim import (
+    GOSE,
+    Always,
+    CarmonStep,
+    FixedStep,
+    Lanczos,
+    NCEscape,
+    Neon2,
+    Schedule,
+    Search,
+    SeedCheck,
+    SeedPower,
+    registry,
+)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: SeedCheck(batches=0), r"SeedCheck: invalid batches=0; accepted: an integer >= 1"),
+        (lambda: SeedCheck(threshold=-1.0), r"threshold=-1.0; accepted: a finite number > 0"),
+        (lambda: Lanczos(max_hvps=0), r"Lanczos: invalid max_hvps=0"),
+        (lambda: Lanczos(hvp_method="fd"), r"hvp_method='fd'; accepted: 'double_backward'"),
+        (lambda: Neon2(max_hvps=3), r"Neon2: invalid max_hvps=3; accepted: an integer >= 4"),
+        (lambda: SeedPower(lam=0.0), r"SeedPower: invalid lam=0.0"),
+        (lambda: CarmonStep(l2=float("inf")), r"CarmonStep: invalid l2=inf"),
+        (lambda: FixedStep(length=0), r"FixedStep: invalid length=0"),
+        (lambda: FixedStep(backtracks=-1), r"backtracks=-1"),
+        (lambda: Schedule(timing="during"), r"timing='during'; accepted: 'after', 'before'"),
+        (lambda: Schedule(every=1.5), r"every=1.5"),
+    ],
+)
+def test_each_component_validates_its_own_knobs(build, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_every_config_group_option_is_a_registered_component() -> None:
+    groups = Path(accelopt.__file__).parent / "conf" / "optimizer"
+    for kind in ("check", "search", "step"):
+        names = {f.stem for f in (groups / kind).glob("*.yaml")}
+        assert names and names <= set(registry(kind)), kind
+        for name in names:  # the yaml's target is the class registered under its file name
+            target = (groups / kind / f"{name}.yaml").read_text().split("_target_: ")[1].split()[0]
+            assert target == f"accelopt.optim.{registry(kind)[name].__name__}"
+
+
+def test_flat_knobs_go_to_the_component_that_has_them() -> None:
+    opt = GOSE(
+        [nn.Parameter(torch.zeros(3))],
+        variant="seed",
+        every=7,
+        threshold=1e9,
+        power_outer=3,  # the name before the redesign
+        length=0.25,
+    )
+    assert opt.schedule.every == 7 and opt.check.threshold == 1e9
+    assert opt.search.outer == 3 and opt.step_rule.length == 0.25
+    # the component the preset was given is not changed (copies)
+    check = SeedCheck()
+    GOSE([nn.Parameter(torch.zeros(3))], check=check, threshold=5.0)
+    assert check.threshold == 1e-3
+
+
+@dataclass
+class GradientDirection(Search):
+    """A toy search (a test of extensibility): the normalised gradient, λ = vᵀHv by one HVP."""
+
+    name: ClassVar[str] = "gradient_direction"
+    needs_reference: ClassVar[bool] = True
+    search_batch: int = 8
+    eps_h: float = 0.0
+
+    def reference(self, ctx, closure):
+        return Lanczos(search_batch=self.search_batch).reference(ctx, closure)
+
+    def run(self, ctx, probe, batch):
+        v = batch.grad / batch.grad.norm()
+        lam = float(v @ batch.op.matvec(v))
+        found = lam < 0
+        return SearchResult(lam, v if found else None, 1, candidate=v), batch.closure
+
+
+def test_a_new_search_is_one_class_with_no_edit_to_the_wrapper() -> None:
+    assert registry("search")["gradient_direction"] is GradientDirection
+    # f(a, b) = a·b from (1, 0.5): the gradient (0.5, 1) has curvature 2·0.5/1.25 > 0, while
+    # from (1, −1.5) the gradient (−1.5, 1) has vᵀHv = −3/3.25 < 0: an NC step is taken.
+    for start, steps in (([1.0, 0.5], 0), ([1.0, -1.5], 1)):
+        p = nn.Parameter(torch.tensor(start, dtype=torch.float64))
+        opt = NCEscape(
+            [p], lr=1e-3, check=Always(), search="gradient_direction", every=1, step=CarmonStep()
+        )
+
+        def closure(p: nn.Parameter = p) -> torch.Tensor:
+            return p[0] * p[1]
+
+        opt.step(closure, probe=lambda n: closure, batch_idx=0)
+        assert opt.counters["searches"] == 1 and opt.counters["steps"] == steps
+
+
+@pytest.mark.parametrize("search", [Lanczos(max_hvps=3, eps_h=0.0), SeedPower()])
+def test_lambda_min_reports_found_directions_only(search: Search) -> None:
+    # f = ½‖p‖² (H = I): no negative curvature, so nothing is found: λ_last = 1, λ_min stays NaN
+    p = nn.Parameter(torch.ones(3, dtype=torch.float64))
+    opt = NCEscape([p], lr=0.1, check=Always(), search=search, step=FixedStep(), every=1)
+
+    def closure() -> torch.Tensor:
+        return 0.5 * (p * p).sum()
+
+    for k in range(2):
+        opt.step(closure, probe=lambda n: closure, batch_idx=k)
+    c = opt.counters
+    assert c["searches"] == 2 and c["steps"] == 0
+    assert c["lambda_last"] == pytest.approx(1.0) and c["lambda_min"] != c["lambda_min"]
+    # extra gradients: Lanczos builds one operator per search; the power iteration one per
+    # HVP batch (2 outer rounds × (8 + 8) batches); no sign batch without a direction
+    assert c["grads"] == (2 if isinstance(search, Lanczos) else 2 * 32)
+
+
+def test_a_checkpoint_in_the_former_layout_loads() -> None:
+    # before the redesign the noise check's window was saved as sd["nc"]["noise_check"]
+    p = nn.Parameter(torch.ones(3, dtype=torch.float64))
+    opt = GOSE([p], every=100)
+    for k in range(1, 4):
+        opt.step(lambda: (p**3).sum(), probe=None, batch_idx=k)
+    sd = opt.state_dict()
+    sd["nc"]["noise_check"] = sd["nc"].pop("check")
+    sd["nc"]["counters"].pop("lambda_last")
+    fresh = GOSE([nn.Parameter(torch.ones(3, dtype=torch.float64))], every=100)
+    fresh.load_state_dict(sd)
+    assert fresh.check.count == 3 and torch.equal(fresh.check.total, opt.check.total)
+    assert fresh.counters["lambda_last"] != fresh.counters["lambda_last"]  # NaN: a new key
