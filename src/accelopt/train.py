@@ -374,7 +374,8 @@ def main(cfg: DictConfig) -> float | None:
             raise
         print(f"accelopt: error: {err}", file=sys.stderr, flush=True)
         sys.exit(2)
-    return record["final"].get("val/acc")
+    acc = record["final"].get("val/acc")  # None: diverged before any evaluation, or val_size=0
+    return math.nan if acc is None else float(acc)  # Optuna marks a NaN trial as failed
 
 
 if __name__ == "__main__":
