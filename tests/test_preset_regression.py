@@ -4,7 +4,9 @@
 ``python benchmarks/preset_regression.py --write ...`` from the single-class optimizer, before
 its redesign into components; ``tests/data/preset_reference.json`` after the counter fixes that
 followed (same losses; ``lambda_min`` only for directions found, the new ``lambda_last``, and
-``grads`` counting the HVP batches of the report's power iteration). See that script for the run.
+``grads`` counting the HVP batches of the report's power iteration). Counters added later
+(``regression.ADDED``: ``unverified``, ``heldout_*``) are checked at their knobs-off values; the
+losses are still bit-identical to both files. See that script for the run.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def runs() -> dict[str, dict]:
 def test_preset_bit_identical_to_the_reference(name: str, runs: dict[str, dict]) -> None:
     ref, got = REFERENCE["presets"][name], runs[name]
     assert got["losses"] == ref["losses"], regression.compare(ref, got)
-    assert got["counters"] == ref["counters"], regression.compare(ref, got)
+    assert got["counters"] == regression.expected_counters(ref), regression.compare(ref, got)
     assert float.fromhex(got["counters"]["steps"]) > 0  # the run exercises NC steps
 
 
@@ -51,7 +53,7 @@ def test_preset_bit_identical_to_the_single_class_optimizer(
 ) -> None:
     old, got = PRE_REDESIGN["presets"][name], runs[name]
     assert got["losses"] == old["losses"], regression.compare(old, got)
-    new = {k: float.fromhex(v) for k, v in got["counters"].items()}
+    new = {k: float.fromhex(v) for k, v in got["counters"].items() if k not in regression.ADDED}
     before = {k: float.fromhex(v) for k, v in old["counters"].items()}
     assert {k: v for k, v in new.items() if k not in FIXED} == {
         k: v for k, v in before.items() if k not in FIXED

@@ -12,7 +12,16 @@ where ``probe(n)`` returns a loss closure over ``n`` fresh training samples. Com
                    search=Neon2(max_hvps=30), step=CarmonStep(), schedule=Schedule(every=20))
 """
 
-from accelopt.optim.check import Always, Check, Never, NoiseCheck, SeedCheck, seed_check
+from accelopt.optim.check import (
+    Always,
+    Check,
+    Never,
+    NoiseCheck,
+    PairCheck,
+    SeedCheck,
+    pair_estimate,
+    seed_check,
+)
 from accelopt.optim.component import Component, registry
 from accelopt.optim.nc import NCEscape
 from accelopt.optim.presets import ANCM, GOSE, VARIANTS, Combined
@@ -35,11 +44,13 @@ __all__ = [
     "Neon2",
     "Never",
     "NoiseCheck",
+    "PairCheck",
     "Schedule",
     "Search",
     "SeedCheck",
     "SeedPower",
     "StepRule",
+    "pair_estimate",
     "registry",
     "seed_check",
 ]

@@ -29,6 +29,16 @@ scheduled check, and :meth:`Check.recheck` before every further search round of 
   (``ρ = ratio``, default 1) or than the absolute floor ``τ = tol`` (default 0). With fewer than two
   gradients in the window it cannot estimate anything and does not fire. On a deterministic problem
   (no noise) at an exact critical point both estimates are 0 and the check fires.
+- :class:`PairCheck` — an unbiased check at the current θ: two fresh probe batches of
+  ``batch_size`` give independent gradients ``g₁, g₂`` with ``E g_i = ∇f(θ)``, so
+
+  .. math:: \\widehat{\\|\\nabla f\\|^2} = \\langle g_1, g_2 \\rangle, \\qquad
+      E\\,\\widehat{\\|\\nabla f\\|^2} = \\|\\nabla f(\\theta)\\|^2
+
+  exactly (no noise floor, no drift of θ between the two gradients). It fires iff the estimate
+  is below ``ε_g²`` with ``ε_g = tol``: "θ counts as a small-gradient point when
+  ‖∇f(θ)‖ < ε_g". Cost: 2 gradients per check. With per-batch noise ``ξ_i`` of covariance
+  ``Σ`` (``s² = tr Σ``), ``Var = 2 ∇fᵀΣ∇f + tr Σ² ≤ 2 s²‖∇f‖² + s⁴``.
 - :class:`Always`, :class:`Never` — pass always / never (``Never``: no NC phase at all).
 """
 
@@ -42,7 +52,16 @@ from torch import Tensor
 from accelopt.curvature.hvp import flat_grad
 from accelopt.optim.component import Batch, Component, Context, Probe, Reduce, count, positive
 
-__all__ = ["Always", "Check", "Never", "NoiseCheck", "SeedCheck", "seed_check"]
+__all__ = [
+    "Always",
+    "Check",
+    "Never",
+    "NoiseCheck",
+    "PairCheck",
+    "SeedCheck",
+    "pair_estimate",
+    "seed_check",
+]
 
 
 def seed_check(
@@ -64,6 +83,16 @@ def seed_check(
         total = g if total is None else total + g
     assert total is not None
     return float((total / batches).norm())
+
+
+def pair_estimate(
+    probe: Probe, params: list[Tensor], *, batch_size: int = 128, reduce: Reduce = None
+) -> float:
+    """``⟨g₁, g₂⟩`` for the gradients of two fresh probe batches of ``batch_size``: an unbiased
+    estimate of ``‖∇f(θ)‖²`` at the current θ. Costs 2 gradients."""
+    _, g1 = flat_grad(probe(batch_size), params, reduce=reduce)
+    _, g2 = flat_grad(probe(batch_size), params, reduce=reduce)
+    return float(g1.dot(g2))
 
 
 class Check(Component):
@@ -113,6 +142,41 @@ class SeedCheck(Check):
         )
         ctx.counters["grads"] += self.batches
         return norm < self.threshold
+
+
+@dataclass
+class PairCheck(Check):
+    """Fires iff ``⟨g₁, g₂⟩ < tol²`` for two fresh probe batches of ``batch_size`` (unbiased for
+    ``‖∇f(θ)‖²``; ``tol`` = ε_g, the gradient norm below which θ counts as a small-gradient
+    point). Costs 2 gradients per check; ``last_grad_sq`` keeps the last estimate."""
+
+    name: ClassVar[str] = "pair"
+    batch_size: int = 128
+    tol: float = 0.1
+    last_grad_sq: float = field(default=float("nan"), init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        count("PairCheck", "batch_size", self.batch_size, minimum=1)
+        positive("PairCheck", "tol", self.tol)
+        self.tol = float(self.tol)
+
+    def knobs(self) -> tuple[str, ...]:
+        return ("batch_size", "tol")
+
+    def replace(self, **knobs: Any) -> PairCheck:
+        return PairCheck(**{"batch_size": self.batch_size, "tol": self.tol, **knobs})
+
+    @property
+    def threshold(self) -> float:
+        """The squared gradient-norm level ``ε_g²`` the estimate is compared with."""
+        return self.tol**2
+
+    def passes(self, ctx: Context, probe: Probe) -> bool:
+        self.last_grad_sq = pair_estimate(
+            probe, ctx.params(), batch_size=self.batch_size, reduce=ctx.reduce
+        )
+        ctx.counters["grads"] += 2
+        return self.last_grad_sq < self.threshold
 
 
 @dataclass

@@ -54,7 +54,13 @@ COUNTER_KEYS = (
     "search_time_s",
     "grads",
     "loss_change",
+    "unverified",
+    "heldout_steps",
+    "heldout_down",
+    "heldout_curvature",
+    "heldout_loss_change",
 )
+NAN_KEYS = "lambda_min", "lambda_last", "heldout_curvature", "heldout_loss_change"  # NaN until set
 
 
 def _assemble(
@@ -117,8 +123,17 @@ class NCEscape(Optimizer):
     or Neon2 gradients), ``lambda_min`` (λ of the last direction found, i.e. with
     λ ≤ −ε_H/2; NaN before any), ``lambda_last`` (the last search's estimate, found or not),
     ``time_s`` (all NC work), ``check_time_s``, ``search_time_s``, ``grads`` (extra gradients:
-    seed checks, reference and sign batches, the report's power iteration's HVP batches) and ``loss_change`` (sum of ``f_S(after) − f_S(before)``
-    over NC steps kept under the acceptance test).
+    seed checks, reference and sign batches, the report's power iteration's HVP batches),
+    ``loss_change`` (sum of ``f_S(after) − f_S(before)`` over NC steps kept under the acceptance
+    test), ``unverified`` (directions refused by the schedule's ``verify_batch``), and with the
+    schedule's ``heldout_batch``: ``heldout_steps``, ``heldout_down`` (steps that lowered the
+    held-out loss), ``heldout_curvature`` and ``heldout_loss_change`` (means over NC steps of
+    vᵀHv and of the loss change on a fresh batch; NaN before any; :mod:`accelopt.optim.judge`).
+
+    ``nc_log``: one dict per NC step kept (``step``, ``lambda``, ``alpha``,
+    ``search_loss_change``, ``heldout_curvature``, ``heldout_loss_change``, and
+    ``verify_curvature`` with verification; ``None`` where not computed), kept in
+    ``state_dict()["nc"]["log"]``.
     """
 
     needs_hvp = True
@@ -174,11 +189,12 @@ class NCEscape(Optimizer):
         self.anchor: Tensor | None = None
         self.direction: Tensor | None = None
         self.counters: dict[str, float] = self._fresh_counters()
+        self.nc_log: list[dict[str, Any]] = []
 
     @staticmethod
     def _fresh_counters() -> dict[str, float]:
         counters = {k: 0.0 for k in COUNTER_KEYS}
-        counters["lambda_min"] = counters["lambda_last"] = float("nan")
+        counters.update({k: float("nan") for k in NAN_KEYS})
         return counters
 
     # ----------------------------------------------------------------- plumbing
@@ -268,6 +284,7 @@ class NCEscape(Optimizer):
             "direction": None if self.direction is None else self.direction.clone(),
             "generator": self.generator.get_state(),
             "check": self.check.state_dict(),
+            "log": [dict(entry) for entry in self.nc_log],
         }
         return sd
 
@@ -289,6 +306,7 @@ class NCEscape(Optimizer):
         self._n_steps = int(nc["n_steps"])
         self.counters = self._fresh_counters()  # keys added since the save start at 0
         self.counters.update({k: float(v) for k, v in nc["counters"].items()})
+        self.nc_log = [dict(entry) for entry in nc.get("log", [])]
         self.anchor = vec(nc["anchor"])
         self.direction = vec(nc["direction"])
         self.generator.set_state(nc["generator"].cpu())

@@ -44,7 +44,16 @@ __all__ = ["ANCM", "GOSE", "VARIANTS", "Combined"]
 
 VARIANTS = ("improved", "seed")
 # keywords for which None means "the variant's value" (the Hydra yamls' override slots)
-SLOTS = ("check", "search", "step", "schedule", "every", "hvp_method")
+SLOTS = (
+    "check",
+    "search",
+    "step",
+    "schedule",
+    "every",
+    "hvp_method",
+    "heldout_batch",
+    "verify_batch",
+)
 Table = dict[str, Callable[[], dict[str, Any]]]
 
 

@@ -13,14 +13,19 @@ when ``k % every == 0``; it runs ``"after"`` the base update (GOSE, Combined) or
             \quad (\text{counted in checks and rechecks}) \\
         &\quad (\lambda, v) \leftarrow \text{search}(\theta); \quad
             \textbf{if } \text{nothing found}: \textbf{ break} \\
+        &\quad \textbf{if } \text{verify\_batch and } v^\top H_V v \ge -\epsilon_H/2
+            \text{ on a fresh batch } V: \text{unverified}; \textbf{ break} \\
         &\quad \text{NC step along } \pm v \text{ (step rule)};\quad
             \textbf{if } \text{rejected}: \textbf{ break} \\
+        &\quad \text{(heldout\_batch) judge the kept step on a fresh batch: } \texttt{nc\_log}
+            \\
         &\hat\theta \leftarrow \theta \quad (\text{re-anchor; only when } \gamma_{\text{prox}} > 0) \\
         &\textbf{if } \text{an NC step was taken and reset\_momentum}:
             \text{momentum buffers} \leftarrow 0
     \end{aligned}
 
-Every search follows a check, so ``searches ≤ checks`` and ``steps + rejected ≤ searches``. While
+Every search follows a check, so ``searches ≤ checks`` and
+``steps + rejected + unverified ≤ searches``. While
 an anchor ``θ̂`` is set, the base step's gradient gets the pull ``2γ_prox(θ − θ̂)`` of the
 proximal term ``γ_prox‖θ − θ̂‖²`` (ANCM's almost-convex subproblem).
 """
@@ -29,10 +34,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from accelopt.curvature.hvp import flat_grad
+from torch import Tensor
+
+from accelopt.curvature.hvp import Closure, flat_grad
 from accelopt.optim.component import Batch, Component, Probe, choice, count, flag, positive
+from accelopt.optim.judge import heldout_judge, record_step, verify
 
 if TYPE_CHECKING:
     from accelopt.optim.nc import NCEscape
@@ -44,8 +52,11 @@ TIMINGS = ("after", "before")
 
 @dataclass
 class Schedule(Component):
-    """Cadence ``every``, ``timing``, rounds per phase (``max_nc_steps``), momentum reset and the
-    proximal weight ``prox`` (``None``: the search's ``eps_h``)."""
+    """Cadence ``every``, ``timing``, rounds per phase (``max_nc_steps``), momentum reset, the
+    proximal weight ``prox`` (``None``: the search's ``eps_h``), and the opt-in judgements on
+    fresh probe batches (:mod:`accelopt.optim.judge`): ``verify_batch`` (use a direction only if
+    its curvature there is < −ε_H/2) and ``heldout_batch`` (record each NC step's curvature and
+    loss change there); ``None`` turns each off."""
 
     kind: ClassVar[str] = "schedule"
     every: int = 50
@@ -53,6 +64,8 @@ class Schedule(Component):
     max_nc_steps: int = 1
     reset_momentum: bool = False
     prox: float | None = 0.0
+    verify_batch: int | None = None
+    heldout_batch: int | None = None
 
     def __post_init__(self) -> None:
         count("Schedule", "every", self.every, minimum=1)
@@ -62,6 +75,9 @@ class Schedule(Component):
         if self.prox is not None:
             positive("Schedule", "prox", self.prox, allow_zero=True)
             self.prox = float(self.prox)
+        for name in ("verify_batch", "heldout_batch"):
+            if getattr(self, name) is not None:
+                count("Schedule", name, getattr(self, name), minimum=1)
 
     def due(self, opt: NCEscape, k: int) -> bool:
         """Whether an NC phase runs at step ``k``."""
@@ -102,7 +118,7 @@ class Schedule(Component):
                 ref_sq = None if batch is None else float(batch.grad.dot(batch.grad))
             elif on_batch and not self._recheck(opt, probe, batch, ref_sq):
                 break
-            if not self._search_and_step(opt, probe, batch):
+            if not self._search_and_step(opt, probe, batch, int(size)):  # type: ignore[arg-type]
                 break
             moved = True
         return moved
@@ -117,8 +133,7 @@ class Schedule(Component):
         c["check_time_s"] += time.perf_counter() - t0
         return fires
 
-    @staticmethod
-    def _search_and_step(opt: NCEscape, probe: Probe, batch: Batch | None) -> bool:
+    def _search_and_step(self, opt: NCEscape, probe: Probe, batch: Batch | None, size: int) -> bool:
         """One search and (if it found a direction) one NC step; True iff the step was kept."""
         c = opt.counters
         t0 = time.perf_counter()
@@ -137,16 +152,58 @@ class Schedule(Component):
             opt.direction = warm.detach().clone()
         if not result.found or result.direction is None:
             return False
+        v = result.direction.detach()
+        entry: dict[str, Any] = {"step": opt._n_steps, "lambda": float(result.lam)}
+        fresh = self.verify_batch is not None  # sign and acceptance on batches of their own
+        if fresh:
+            ok, entry["verify_curvature"] = verify(
+                opt,
+                probe(self.verify_batch),
+                v,
+                opt.search.eps_h,  # type: ignore[arg-type]
+            )
+            if not ok:
+                c["unverified"] += 1
+                return False
+        closure, loss, grad = self._sign(opt, probe, batch, closure, size, fresh)
+        rule = opt.step_rule
+        if rule.accept and (rule.accept_batch is not None or fresh):
+            closure, loss = probe(rule.accept_batch or size), None
+        before = opt.flat_params() if self.heldout_batch is not None else None
+        out = rule.apply(opt, v, result.lam, closure, loss, grad)
+        if out is None:
+            return False
+        entry["alpha"] = out.length
+        entry["search_loss_change"] = out.loss_change if rule.accept else None
+        entry["heldout_curvature"] = entry["heldout_loss_change"] = None
+        if before is not None:
+            held = heldout_judge(opt, probe(self.heldout_batch), v, before)  # type: ignore[arg-type]
+            entry["heldout_curvature"], entry["heldout_loss_change"] = held
+        record_step(opt, entry)
+        return True
+
+    @staticmethod
+    def _sign(
+        opt: NCEscape,
+        probe: Probe,
+        batch: Batch | None,
+        closure: Closure | None,
+        size: int,
+        fresh: bool,
+    ) -> tuple[Closure | None, Tensor | None, Tensor]:
+        """The sign batch ``(closure, loss, gradient)``: the search batch's, or a fresh one of
+        ``sign_batch`` samples (with ``fresh``, of the search batch's size when that is None)."""
         loss = grad = None
         if batch is not None:
             closure, loss, grad = batch.closure, batch.loss, batch.grad
         sign_batch = opt.step_rule.sign_batch
         own = opt.search.search_batch is None and batch is not None  # batch is the sign batch
+        if fresh and sign_batch is None and not own:
+            sign_batch = size
         if sign_batch is not None and not own:
             closure, loss, grad = probe(sign_batch), None, None
         if grad is None:
             assert closure is not None
             loss, grad = flat_grad(closure, opt.params(), reduce=opt.reduce)
-            c["grads"] += 1
-        assert loss is not None
-        return opt.step_rule.apply(opt, result.direction.detach(), result.lam, closure, loss, grad)
+            opt.counters["grads"] += 1
+        return closure, loss, grad

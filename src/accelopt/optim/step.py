@@ -5,8 +5,11 @@ A step rule owns the NC step taken along a direction ``v`` found with curvature 
 - its **length** ``α`` (:meth:`StepRule.alpha`), capped at ``max_length`` when given;
 - the **sign rule**: ``d = −v`` if ``⟨g, v⟩ > 0`` else ``v``, with ``g`` the gradient of the
   search batch (``sign_batch=None``) or of a fresh probe batch of ``sign_batch`` samples;
-- the **acceptance test** (``accept``): keep ``θ + αd`` only if the loss of that batch did not
-  increase, halving ``α`` up to ``backtracks`` times, else restore θ exactly (rejected).
+- the **acceptance test** (``accept``): keep ``θ + αd`` only if the loss of the test batch did
+  not increase, halving ``α`` up to ``backtracks`` times, else restore θ exactly (rejected). The
+  test batch is the sign batch, or a fresh probe batch of ``accept_batch`` samples when that is
+  set (and, with the schedule's ``verify_batch``, always a fresh one: see
+  :mod:`accelopt.optim.judge`).
 """
 
 from __future__ import annotations
@@ -14,13 +17,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
 from torch import Tensor
 
 from accelopt.curvature.hvp import Closure
-from accelopt.curvature.step import step_length, take_nc_step
+from accelopt.curvature.step import NCStep, step_length, take_nc_step
 from accelopt.optim.component import Component, Context, count, flag, positive
 
-__all__ = ["CarmonStep", "FixedStep", "StepRule"]
+__all__ = ["CarmonStep", "FixedStep", "StepRule", "reduce_loss", "reduced"]
 
 
 class StepRule(Component):
@@ -31,12 +35,15 @@ class StepRule(Component):
     sign_batch: int | None = None
     accept: bool = False
     backtracks: int = 0
+    accept_batch: int | None = None
 
     def _validate_common(self, owner: str) -> None:
         if self.max_length is not None:
             positive(owner, "max_length", self.max_length)
         if self.sign_batch is not None:
             count(owner, "sign_batch", self.sign_batch, minimum=1)
+        if self.accept_batch is not None:
+            count(owner, "accept_batch", self.accept_batch, minimum=1)
         flag(owner, "accept", self.accept)
         count(owner, "backtracks", self.backtracks, minimum=0)
 
@@ -50,24 +57,31 @@ class StepRule(Component):
         v: Tensor,
         lam: float,
         closure: Closure | None,
-        loss: Tensor,
+        loss: Tensor | None,
         grad: Tensor,
-    ) -> bool:
-        """Take the NC step along ±``v`` (sign from ``grad``); True iff it was kept.
+    ) -> NCStep | None:
+        """Take the NC step along ±``v`` (sign from ``grad``); its outcome if kept, else None.
 
-        ``closure``/``loss``: the batch of the acceptance test and its loss at θ (reduced across
-        ranks before comparing, so that all ranks accept or reject alike).
+        ``closure``/``loss``: the batch of the acceptance test and its loss at θ (``None``: one
+        forward pass computes it); reduced across ranks before comparing, so that all ranks
+        accept or reject alike. The outcome's ``length`` is the final α (after halvings).
         """
         c, params = ctx.counters, ctx.params()
         alpha = self.alpha(lam)
         if not self.accept:
-            if take_nc_step(params, v, alpha, grad=grad).accepted:
+            out = take_nc_step(params, v, alpha, grad=grad)
+            if out.accepted:
                 c["steps"] += 1
-                return True
+                return out
             c["rejected"] += 1  # a zero or non-finite length
-            return False
+            return None
         assert closure is not None
-        test, before = _reduced(ctx, closure), _reduce_loss(ctx, loss)
+        test = reduced(ctx, closure)
+        if loss is None:
+            with torch.no_grad():
+                before = float(test())
+        else:
+            before = reduce_loss(ctx, loss)
         for _ in range(self.backtracks + 1):
             out = take_nc_step(
                 params, v, alpha, grad=grad, closure=test, accept=True, loss_before=before
@@ -75,20 +89,21 @@ class StepRule(Component):
             if out.accepted:
                 c["steps"] += 1
                 c["loss_change"] += out.loss_change
-                return True
+                return out
             alpha *= 0.5
         c["rejected"] += 1
-        return False
+        return None
 
 
-def _reduce_loss(ctx: Context, loss: Tensor) -> float:
+def reduce_loss(ctx: Context, loss: Tensor) -> float:
+    """``loss`` (detached) reduced across ranks, as a float."""
     loss = loss.detach().reshape(1)
     if ctx.reduce is not None:
         loss = ctx.reduce(loss)
     return float(loss[0])
 
 
-def _reduced(ctx: Context, closure: Closure) -> Closure:
+def reduced(ctx: Context, closure: Closure) -> Closure:
     """``closure`` whose loss is reduced across ranks."""
 
     def run() -> Tensor:
@@ -109,6 +124,7 @@ class CarmonStep(StepRule):
     sign_batch: int | None = None
     accept: bool = True
     backtracks: int = 3
+    accept_batch: int | None = None
 
     def __post_init__(self) -> None:
         positive("CarmonStep", "l2", self.l2)
@@ -129,6 +145,7 @@ class FixedStep(StepRule):
     sign_batch: int | None = 64
     accept: bool = False
     backtracks: int = 0
+    accept_batch: int | None = None
 
     def __post_init__(self) -> None:
         positive("FixedStep", "length", self.length)
