@@ -34,7 +34,7 @@ def test_shuffled_batches_shard_across_ranks():
     assert set(torch.cat(shards).tolist()) == set(range(11))
 
 
-def _synthetic_module() -> ClassificationDataModule:
+def _synthetic_module(**kw) -> ClassificationDataModule:
     dm = ClassificationDataModule(
         name="synthetic",
         source="synthetic",
@@ -46,6 +46,7 @@ def _synthetic_module() -> ClassificationDataModule:
         batch_size=32,
         synthetic_train=512,
         synthetic_test=128,
+        **kw,
     )
     dm.setup()
     return dm
@@ -165,3 +166,59 @@ def test_cifar10_image_folder_copy(tmp_path):
     dm.setup()
     assert len(dm.train_set) == 50_000 and len(dm.test_set) == 10_000
     assert torch.bincount(dm.train_set.tensors[1]).tolist() == [5000] * 10
+
+
+def _attach(dm: ClassificationDataModule, device: str) -> None:
+    """A stand-in trainer on ``device`` (one process), as Lightning attaches before setup."""
+    from types import SimpleNamespace
+
+    strategy = SimpleNamespace(root_device=torch.device(device))
+    dm.trainer = SimpleNamespace(strategy=strategy, global_rank=0, world_size=1)
+
+
+def test_on_device_on_the_cpu_serves_identical_batches_and_probes():
+    dm, twin = _synthetic_module(), _synthetic_module(on_device=True)
+    _attach(twin, "cpu")
+    twin.setup("fit")
+    for epoch in (0, 1):
+        loaders = (dm.train_dataloader(), twin.train_dataloader())
+        for loader in loaders:
+            loader.sampler.set_epoch(epoch)
+        for (a, ya), (b, yb) in zip(*loaders, strict=True):
+            assert torch.equal(a, b) and torch.equal(ya, yb)
+    for a, b in zip(dm.val_dataloader(), twin.val_dataloader(), strict=True):
+        (xa, ya), (xb, yb) = next(iter(a)), next(iter(b))
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert torch.equal(dm.probe(50)[0], twin.probe(50)[0])
+
+
+def test_on_device_moves_sets_once_and_slices_batches_there():
+    dm = _synthetic_module(on_device=True)
+    assert dm.device == torch.device("cpu")  # no trainer yet: stays on the host
+    _attach(dm, "meta")  # a device without a GPU: shapes and devices, no values
+    dm.setup("fit")
+    assert dm.device.type == "meta"
+    assert all(t.device.type == "meta" for t in dm.test_set.tensors + dm.val_set.tensors)
+    loader = dm.train_dataloader()
+    assert loader.sampler.device.type == "meta"
+    x, y = next(iter(loader))
+    assert x.device.type == "meta" and x.shape == (32, 1, 12, 12) and y.shape == (32,)
+    assert next(iter(dm.val_dataloader()[1]))[0].device.type == "meta"
+    assert dm.probe(8)[0].device.type == "meta"
+    off = _synthetic_module()
+    _attach(off, "meta")
+    off.setup("fit")  # on_device=false: the trainer's device is ignored
+    assert off.device == torch.device("cpu")
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"on_device": "yes"}, r"^dataset.on_device='yes' is invalid: .*true or false"),
+        ({"on_device": True, "num_workers": 2}, r"^dataset.num_workers=2 is invalid: .*=0"),
+    ],
+)
+def test_on_device_rejects_bad_values(kw, match):
+    with pytest.raises(DataSourceError, match=match) as info:
+        ClassificationDataModule(**kw)
+    assert "\n" not in str(info.value)

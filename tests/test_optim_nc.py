@@ -137,7 +137,7 @@ def test_gose_escapes_the_quartic_saddle_where_its_base_stays(cls: type[NCEscape
         lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9), quartic, 100
     )
     assert torch.equal(base_p, torch.zeros(2, dtype=DT))  # a gradient method cannot leave 0
-    p, opt = run_deterministic(lambda ps: cls(ps, lr=0.1, every=5), quartic, 100)
+    p, opt = run_deterministic(lambda ps: cls(ps, lr=0.1, every=5), quartic, 200)
     assert float(quartic(p)) == pytest.approx(-0.25, abs=1e-6)
     assert abs(float(p[1])) == pytest.approx(1.0, abs=1e-3)
     assert opt.counters["steps"] >= 1

@@ -126,6 +126,12 @@ def _check_hardware(cfg: DictConfig, factory: object) -> None:
             "intra-op threads per process) or null for torch's default, e.g. "
             "hardware.num_threads=2."
         )
+    fmt = hw.get("memory_format", "contiguous")
+    if fmt not in ("contiguous", "channels_last"):
+        raise ConfigError(
+            f"hardware.memory_format={fmt!r} is invalid; accepted: contiguous, channels_last "
+            "(channels_last is faster for this CNN on CPU and GPU: docs/benchmarks.md)."
+        )
     precision = PRECISION_ALIASES.get(hw.precision, hw.precision)
     if precision not in PRECISIONS:
         raise ConfigError(

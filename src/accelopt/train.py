@@ -231,6 +231,7 @@ def _prepare(cfg: DictConfig, out: Path, record: RunRecord) -> _Job | RunRecord:
         net=instantiate(cfg.model),
         optimizer=instantiate(cfg.optimizer),
         num_classes=cfg.dataset.num_classes,
+        memory_format=cfg.hardware.get("memory_format", "contiguous"),
     )
     timer, stop = EpochTimer(), GracefulStop()
     recorder = RunRecorder(record, timer, identity(cfg))
@@ -259,6 +260,8 @@ def _fit(cfg: DictConfig, out: Path, record: RunRecord, job: _Job) -> dict[str, 
         status, error, tb, reraise = "failed", _one_line(exc), traceback.format_exc(), exc
     job.recorder.flush()
     record.nc = nc_counters(trainer) or None
+    if trainer.optimizers:  # one row per NC step, judged on held-out data (NC optimizers)
+        record.nc_steps = list(getattr(trainer.optimizers[0], "nc_log", []))
     for cb in trainer.callbacks:
         field = getattr(cb, "record_field", None)
         if field:

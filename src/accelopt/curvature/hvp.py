@@ -43,6 +43,19 @@ def unflatten_like(vec: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
     return out
 
 
+def assign_flat(vec: Tensor, params: Sequence[Tensor]) -> None:
+    """Rebind each ``p.data`` to a copy of its slice of flat ``vec``, in ``p``'s memory format.
+
+    Not an in-place update of ``p`` (graphs holding the old values stay valid), and
+    ``channels_last`` parameters stay ``channels_last`` (``vector_to_parameters`` makes them
+    contiguous views of ``vec``).
+    """
+    for p, part in zip(params, unflatten_like(vec, params), strict=True):
+        new = torch.empty_like(p)  # same shape, dtype, device and memory format as p
+        new.copy_(part.to(dtype=p.dtype))
+        p.data = new
+
+
 def trainable_mask(params: Sequence[Tensor]) -> Tensor:
     """Flat 0/1 mask (parameters' dtype) of the entries that require grad."""
     params = list(params)

@@ -16,12 +16,12 @@ from typing import Any, Protocol
 
 import torch
 from torch import Tensor
-from torch.nn.utils import vector_to_parameters
 
 from .hvp import (
     Closure,
     HessianOperator,
     Reduce,
+    assign_flat,
     flat_grad,
     flatten,
     trainable_mask,
@@ -266,8 +266,8 @@ def _ritz(
 
 
 def _set_params(params: Sequence[Tensor], flat: Tensor) -> None:
-    """Point the parameters at the entries of ``flat`` (``p.data`` rebound to its slices)."""
-    vector_to_parameters(flat, params)
+    """Point the parameters at the entries of ``flat`` (``p.data`` rebound to copies of them)."""
+    assign_flat(flat, params)
 
 
 def neon2(

