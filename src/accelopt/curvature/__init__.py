@@ -1,19 +1,27 @@
-"""Hessian-vector products, negative-curvature searches and NC step rules (torch only)."""
+"""Hessian-vector products, negative-curvature searches, NC step rules and spectral densities
+(torch only)."""
 
+from .density import SLQResult, density_on_grid, gauss_quadrature, lanczos_tridiagonal, slq
 from .hvp import HessianOperator, flat_grad, flatten, trainable_mask, unflatten_like
-from .search import SearchResult, lanczos, neon2, seed_power
+from .search import SearchResult, lanczos, lanczos_step, neon2, seed_power
 from .step import NCStep, orient, step_length, take_nc_step
 
 __all__ = [
     "HessianOperator",
     "NCStep",
+    "SLQResult",
     "SearchResult",
+    "density_on_grid",
     "flat_grad",
     "flatten",
+    "gauss_quadrature",
     "lanczos",
+    "lanczos_step",
+    "lanczos_tridiagonal",
     "neon2",
     "orient",
     "seed_power",
+    "slq",
     "step_length",
     "take_nc_step",
     "trainable_mask",

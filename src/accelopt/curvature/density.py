@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .search import lanczos_step
+
 __all__ = ["SLQResult", "density_on_grid", "gauss_quadrature", "lanczos_tridiagonal", "slq"]
 
 DISTRIBUTIONS = ("rademacher", "gaussian")
@@ -82,21 +84,8 @@ def lanczos_tridiagonal(op: object, v0: Tensor, steps: int) -> tuple[Tensor, Ten
     anorm = 0.0
     for j in range(k):
         Q[j] = q
-        w = op.matvec(q).to(dtype=dtype, device=device).reshape(-1)
-        if not torch.isfinite(w).all():
-            raise FloatingPointError(
-                "lanczos_tridiagonal: the operator returned a non-finite product"
-            )
-        a = float(q @ w)
-        alphas.append(a)
-        w = w - a * q
-        if j > 0:
-            w = w - betas[j - 1] * Q[j - 1]
-        Qj = Q[: j + 1]
-        for _ in range(2):
-            w = w - Qj.T @ (Qj @ w)
-        b = float(torch.linalg.vector_norm(w))
-        anorm = max(anorm, abs(a), b)
+        w, b = lanczos_step(op, Q, j, alphas, betas, name="lanczos_tridiagonal")  # type: ignore[arg-type]
+        anorm = max(anorm, abs(alphas[-1]), b)
         if j + 1 == k or b <= 100 * eps * max(anorm, 1e-300) * math.sqrt(j + 1):
             break
         betas.append(b)

@@ -140,6 +140,34 @@ def _restart(
     return r / nr
 
 
+def lanczos_step(
+    op: LinearOperator,
+    Q: Tensor,
+    j: int,
+    alphas: list[float],
+    betas: list[float],
+    name: str = "lanczos",
+) -> tuple[Tensor, float]:
+    """One Lanczos step at ``q_j = Q[j]``; appends α_j to ``alphas``; returns ``(w, ‖w‖)``::
+
+    w = H q_j,  α_j = q_jᵀ w,  w ← w − α_j q_j − β_{j−1} q_{j−1},
+    w ← w − Q (Qᵀ w) twice (full re-orthogonalisation against Q[: j + 1])
+    """
+    q = Q[j]
+    w = op.matvec(q).to(dtype=Q.dtype, device=Q.device).reshape(-1)
+    if not torch.isfinite(w).all():
+        raise FloatingPointError(f"{name}: the operator returned a non-finite product")
+    a = float(q @ w)
+    alphas.append(a)
+    w = w - a * q
+    if j > 0:
+        w = w - betas[j - 1] * Q[j - 1]
+    Qj = Q[: j + 1]
+    for _ in range(2):
+        w = w - Qj.T @ (Qj @ w)
+    return w, float(torch.linalg.vector_norm(w))
+
+
 def lanczos(
     op: LinearOperator,
     *,
@@ -191,20 +219,10 @@ def lanczos(
     history: list[float] = []
     for j in range(budget):
         Q[j] = q
-        w = op.matvec(q).to(dtype=dtype, device=device).reshape(-1)
+        w, b = lanczos_step(op, Q, j, alphas, betas)
         hvps += 1
-        if not torch.isfinite(w).all():
-            raise FloatingPointError("lanczos: the operator returned a non-finite product")
-        a = float(q @ w)
-        alphas.append(a)
-        w = w - a * q
-        if j > 0:
-            w = w - betas[j - 1] * Q[j - 1]
         Qj = Q[: j + 1]
-        for _ in range(2):
-            w = w - Qj.T @ (Qj @ w)
-        b = float(torch.linalg.vector_norm(w))
-        anorm = max(anorm, abs(a), b, betas[j - 1] if j > 0 else 0.0)
+        anorm = max(anorm, abs(alphas[-1]), b, betas[j - 1] if j > 0 else 0.0)
 
         k = j + 1
         if eps_h > 0 or record:  # early exit test (with eps_h == 0 T is solved only at the end)
