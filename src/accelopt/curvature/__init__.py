@@ -3,7 +3,8 @@
 
 from .density import SLQResult, density_on_grid, gauss_quadrature, lanczos_tridiagonal, slq
 from .hvp import HessianOperator, flat_grad, flatten, trainable_mask, unflatten_like
-from .search import SearchResult, lanczos, lanczos_step, neon2, seed_power
+from .power import seed_power
+from .search import SearchResult, lanczos, lanczos_step, neon2
 from .step import NCStep, orient, step_length, take_nc_step
 
 __all__ = [

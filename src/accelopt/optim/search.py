@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from accelopt.curvature.hvp import Closure, HessianOperator, flat_grad
-from accelopt.curvature.search import SearchResult, lanczos, neon2, seed_power
+from accelopt.curvature.power import seed_power
+from accelopt.curvature.search import SearchResult, lanczos, neon2
 from accelopt.optim.component import Batch, Component, Context, Probe, choice, count, positive
 
 __all__ = ["HVP_METHODS", "Lanczos", "Neon2", "Search", "SeedPower"]
