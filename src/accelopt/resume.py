@@ -69,7 +69,13 @@ def identity_diff(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """One ``key: checkpoint X, now Y`` line per key whose value differs."""
     missing = object()
     lines = []
-    for key in sorted(set(saved) | set(current)):
+    keys = sorted(set(saved) | set(current))
+    # a different class (``_target_``) makes its other keys noise: name only the class
+    swapped = [k[: -len("_target_")] for k in keys if k.endswith("._target_")]
+    swapped = [p for p in swapped if saved.get(p + "_target_") != current.get(p + "_target_")]
+    for key in keys:
+        if any(key.startswith(p) and not key.endswith("._target_") for p in swapped):
+            continue
         a, b = saved.get(key, missing), current.get(key, missing)
         if a != b:
             fa = "(absent)" if a is missing else repr(a)
