@@ -90,3 +90,18 @@ def test_multirun_through_the_cli_keeps_going_after_a_divergence(tmp_path):
         (p.parent / ".hydra" / "config.yaml").is_file() for p in sweep.glob("*/metrics.json")
     )
     assert "[accelopt]" in proc.stdout
+
+
+def test_nc_counters_reach_tensorboard_on_the_logged_steps_only(make_cfg):
+    """The cumulative NC counters are logged when the logger writes (every log_every_n_steps),
+    at the same steps as train/loss, and the last one logged is not ahead of the record."""
+    cfg = make_cfg("optimizer=gose", "optimizer.every=4", "trainer.log_every_n_steps=3")
+    record = train(cfg)
+    acc = EventAccumulator(str(Path(cfg.output_dir) / "tb"), size_guidance={"scalars": 0})
+    acc.Reload()
+    loss_steps = [e.step for e in acc.Scalars("train/loss")]
+    check_events = acc.Scalars("nc/checks")
+    assert loss_steps and [e.step for e in check_events] == loss_steps
+    assert all(s % 3 == 2 for s in loss_steps), loss_steps  # not every step
+    counts = [e.value for e in check_events]
+    assert counts == sorted(counts) and 0 < counts[-1] <= record["nc"]["checks"]

@@ -62,7 +62,7 @@ class ClassifierModule(L.LightningModule):
 
     Logs ``train/loss`` every step (its epoch mean as ``train/loss_epoch_mean``), ``val/loss`` / ``val/acc`` / ``test/loss`` / ``test/acc``
     every epoch (the data module's evaluation loaders, in the order of its ``eval_names``) and,
-    for NC optimizers, their counters as ``nc/<name>``. ``memory_format``: ``"contiguous"``
+    for NC optimizers, their (cumulative) counters as ``nc/<name>`` on the steps the logger writes. ``memory_format``: ``"contiguous"``
     or ``"channels_last"`` (the net and every input batch are converted to it).
     """
 
@@ -71,7 +71,7 @@ class ClassifierModule(L.LightningModule):
         net: nn.Module,
         optimizer: Callable[..., Optimizer],
         num_classes: int = 10,
-        log_nc_every_step: bool = True,
+        log_nc: bool = True,
         memory_format: str = "contiguous",
     ) -> None:
         super().__init__()
@@ -86,7 +86,7 @@ class ClassifierModule(L.LightningModule):
         self.net = net.to(memory_format=self._format) if memory_format != "contiguous" else net
         self.optimizer_factory = optimizer
         self.criterion = nn.CrossEntropyLoss()
-        self.log_nc_every_step = log_nc_every_step
+        self.log_nc = log_nc
         self.eval_acc = nn.ModuleList(
             [MulticlassAccuracy(num_classes=num_classes, average="micro") for _ in range(2)]
         )
@@ -152,7 +152,7 @@ class ClassifierModule(L.LightningModule):
         # TensorBoard: train/loss per step, train/loss_epoch_mean per epoch
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         self.log("train/loss_epoch_mean", loss, on_step=False, on_epoch=True)
-        if needs_hvp(opt.optimizer) and self.log_nc_every_step:
+        if needs_hvp(opt.optimizer) and self.log_nc and self._logs_this_step():
             counters = opt.optimizer.counters
             self.log_dict(
                 {f"nc/{k}": float(v) for k, v in counters.items() if math.isfinite(v)},
@@ -160,6 +160,17 @@ class ClassifierModule(L.LightningModule):
                 on_epoch=False,
             )
         return loss
+
+    def _logs_this_step(self) -> bool:
+        """Whether the logger writes this step's scalars (every ``trainer.log_every_n_steps``).
+
+        The NC counters are cumulative, so handing them to ``self.log`` only on the steps the
+        logger writes loses nothing; each ``self.log`` call costs ~0.1 ms of Lightning
+        bookkeeping, and the ~16 counters on every step were most of the NC presets' per-step
+        overhead (docs/benchmarks.md, "Per-step cost of the NC wrapper").
+        """
+        connector = getattr(self._trainer, "_logger_connector", None)
+        return bool(getattr(connector, "should_update_logs", True))
 
     # -- evaluation --------------------------------------------------------------------------
     def _eval_name(self, dataloader_idx: int) -> str:
