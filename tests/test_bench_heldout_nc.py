@@ -155,3 +155,32 @@ def test_tables_and_summary_count_what_the_rows_say() -> None:
     )
     assert "random +0 (range -0.01 … +0.01), 1/3 down" in text
     assert "b = 64: held-out vᵀHv < 0 in 3/3" in text
+
+
+def test_cifar10_image_folder_is_split_normalised_and_fits_the_report_cnn(tmp_path, monkeypatch):
+    """``--dataset cifar10``: RGB images from an image folder, the training configs'
+    normalisation ((x/255 − 0.5)/0.5), a held-out set disjoint from the pool, and a 3-channel
+    32×32 report CNN on top."""
+    from PIL import Image
+
+    from accelopt.models import ReportCNN
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    values = []
+    for split in ("train", "test"):
+        for c, cls in enumerate(("cat", "dog")):
+            (tmp_path / "data" / split / cls).mkdir(parents=True)
+            for i in range(5):
+                v = 20 * c + 3 * i + (1 if split == "test" else 0)
+                values += [v] if split == "train" else []
+                Image.new("RGB", (32, 32), (v, 255 - v, 0)).save(
+                    tmp_path / "data" / split / cls / f"{i}.png"
+                )
+    cfg = bench.Config(dataset="cifar10", data_dir=str(tmp_path / "data"), heldout=4)
+    (hx, hy), (px, py) = bench.load_data(cfg)
+    assert hx.shape == (4, 3, 32, 32) and px.shape == (6, 3, 32, 32) and len(hy) + len(py) == 10
+    seen = sorted(round(float(x[0, 0, 0]) * 127.5 + 127.5) for x in torch.cat([hx, px]))
+    assert seen == sorted(values)  # each training image exactly once: held out or in the pool
+    assert torch.allclose(px[:, 1], -px[:, 0])  # channel 1 is 255 − channel 0: (x/255 − .5)/.5
+    out = ReportCNN(in_channels=3, image_size=32)(px)
+    assert out.shape == (6, 10)
