@@ -2,7 +2,8 @@
 
 Usage::
 
-    python -m accelopt.report SWEEP_DIR [--skip-bad] [--baseline heavyball] [--out DIR]
+    python -m accelopt.report SWEEP_DIR [--skip-bad] [--baseline heavyball]
+        [--pair METHOD=BASE ...] [--out DIR]
 
 Reads **only** the ``metrics.json`` run records (:mod:`accelopt.record`, schema in
 docs/architecture.md) found recursively under ``SWEEP_DIR`` (Hydra multirun layout
@@ -16,11 +17,19 @@ least one completed run, these PNG figures:
   bars min–max over seeds;
 - ``test_acc_zoom_<dataset>_lr<lr>.png``: the same, y-range zoomed around the final accuracies;
 - ``curvature_<dataset>_lr<lr>.png`` (only when records carry curvature-monitor measurements):
-  Hessian λ_min and λ_max per training step per method, mean over seeds, band min–max.
+  Hessian λ_min and λ_max per training step per method, mean over seeds, band min–max;
+
+and, for each dataset with completed runs at two or more learning rates,
+
+- ``test_acc_vs_lr_<dataset>.png``: final test accuracy per learning rate (log axis) per method,
+  mean over completed seeds, error bars min–max over seeds; a (method, lr) cell with no completed
+  run (diverged/failed/interrupted) is an ``x`` at the bottom of the axis, labelled
+  "<method>: did not complete" in the legend.
 
 ``report.md`` holds, per dataset: the learning-rate robustness table (methods × learning rates,
-diverged/failed/interrupted cells marked as ``diverged (k/n)``), and per learning rate the final
-test accuracy (mean ± std, [min, max]), seconds per epoch (the report's Table 1) with the ratio to
+diverged/failed/interrupted cells marked as ``diverged (k/n)``) with the accuracy-vs-lr figure,
+and per learning rate the final test accuracy (mean ± std, [min, max]), the paired comparison
+with each method's base (below), seconds per epoch (the report's Table 1) with the ratio to
 the baseline method (``heavyball`` unless ``--baseline``; ratios skipped, and said so, when it is
 absent) and the NC counters (with the mean held-out curvature and loss change when the records
 have them); then every job that is not completed (diverged, failed, interrupted, no
@@ -28,6 +37,19 @@ have them); then every job that is not completed (diverged, failed, interrupted,
 
 Runs are grouped by (``dataset``, ``method``, ``lr``); repeats are seeds. Statistics use the
 **completed** runs of a group only; the others are counted and listed.
+
+Paired comparison (:func:`paired`). Each method is compared with its base (:data:`DEFAULT_BASES`:
+gose, gose_seed → heavyball; ancm, ancm_seed, combined, combined_seed → agd; ``--pair
+METHOD=BASE`` replaces a method's base, repeatable) at the same (dataset, lr), seed by seed: only
+seeds where both methods' runs completed (a seed with several completed runs in a group is left
+out), the others are listed below the table. Shown per pair: n pairs, the mean difference
+(method − base) of final test accuracy ± its sample std (omitted for n = 1), [min, max] of the
+differences, "better in k/n" (pairs where the method is higher) and a verdict: **within noise**
+if n < 2, or [min, max] of the differences includes 0, or |mean difference| ≤ the larger of the
+two methods' seed std of final test accuracy (over all their completed seeds, as in the
+final-accuracy table); otherwise **higher** or **lower** (all pairs agree in sign and the mean
+exceeds that spread). n = 0 (both methods ran, no seed completed by both): "no pairs". A table
+is shown only where at least one pair of methods is present.
 
 Numbers (fixed precision, so they can be recomputed from the ``metrics.json`` files): accuracies
 4 decimals, seconds and ratios 2 decimals, NC counts (mean per completed run) 1 decimal, λ_min and
@@ -48,18 +70,31 @@ at least one run is readable). Job folders without ``metrics.json`` yet (a ``.hy
 record: still running, or killed) and records with ``status: running`` never stop the report;
 they are listed as incomplete.
 
-Exit codes: 0 report written, 1 sweep cannot be reported, 2 bad command line (argparse).
+Exit codes: 0 report written, 1 sweep cannot be reported, 2 bad command line (argparse, e.g. a
+``--pair`` that is not ``METHOD=BASE``).
 
 One job per module: :mod:`.records` (find and load runs), :mod:`.aggregate` (groups and
-statistics), :mod:`.figures`, :mod:`.markdown`, :mod:`.cli` (writing files, the command line).
-Python API: :func:`load_runs`, :func:`load_run`, :func:`summarise`, :func:`make_figures`,
-:func:`render_markdown`, :func:`write_report`, :func:`main`. Imports numpy and matplotlib only.
+statistics), :mod:`.paired` (method vs base), :mod:`.figures`, :mod:`.markdown`, :mod:`.cli`
+(writing files, the command line). Python API: :func:`load_runs`, :func:`load_run`,
+:func:`summarise`, :func:`paired` (:class:`Paired`), :func:`make_figures` (file names:
+:func:`figure_names`, :func:`dataset_figure_names`), :func:`render_markdown`,
+:func:`write_report`, :func:`main`. Imports numpy and matplotlib only.
 """
 
-from .aggregate import DEFAULT_BASELINE, NC_COUNT_KEYS, Curve, Group, Stats, Summary, summarise
+from .aggregate import (
+    DEFAULT_BASELINE,
+    DEFAULT_BASES,
+    NC_COUNT_KEYS,
+    Curve,
+    Group,
+    Stats,
+    Summary,
+    summarise,
+)
 from .cli import REPORT_NAME, main, write_report
-from .figures import figure_names, make_figures, png
+from .figures import dataset_figure_names, figure_names, make_figures, png
 from .markdown import render_markdown
+from .paired import Paired, paired
 from .records import ReportError, Run, Sweep, load_run, load_runs
 
 __all__ = [
@@ -70,16 +105,20 @@ __all__ = [
     "Curve",
     "Group",
     "Summary",
+    "Paired",
     "load_run",
     "load_runs",
     "summarise",
+    "paired",
     "make_figures",
     "figure_names",
+    "dataset_figure_names",
     "png",
     "render_markdown",
     "write_report",
     "main",
     "DEFAULT_BASELINE",
+    "DEFAULT_BASES",
     "NC_COUNT_KEYS",
     "REPORT_NAME",
 ]

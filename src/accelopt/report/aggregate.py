@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +14,28 @@ from accelopt.record import NC_HELDOUT_KEYS, NC_KEYS
 
 from .records import ReportError, Run, Sweep
 
-__all__ = ["DEFAULT_BASELINE", "NC_COUNT_KEYS", "Stats", "Curve", "Group", "Summary", "summarise"]
+__all__ = [
+    "DEFAULT_BASELINE",
+    "DEFAULT_BASES",
+    "NC_COUNT_KEYS",
+    "Stats",
+    "Curve",
+    "Group",
+    "Summary",
+    "summarise",
+]
 
 NC_COUNT_KEYS = ("checks", "searches", "steps", "rejected", "hvps")
 DEFAULT_BASELINE = "heavyball"
+# the method each method is compared with, seed by seed (config-group names, as in the records)
+DEFAULT_BASES = {
+    "gose": "heavyball",
+    "gose_seed": "heavyball",
+    "ancm": "agd",
+    "ancm_seed": "agd",
+    "combined": "agd",
+    "combined_seed": "agd",
+}
 
 
 @dataclass(frozen=True)
@@ -85,6 +103,7 @@ class Summary:
     baseline: str
     groups: dict[tuple[str, str, float], Group]
     notes: list[str]
+    bases: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_BASES))  # method → base
 
     @property
     def datasets(self) -> list[str]:
@@ -225,8 +244,15 @@ def _ratios(groups: dict[tuple[str, str, float], Group], baseline: str) -> list[
     return notes
 
 
-def summarise(sweep: Sweep | Sequence[Run], baseline: str = DEFAULT_BASELINE) -> Summary:
-    """Group runs by (dataset, method, lr) and compute every statistic the report shows."""
+def summarise(
+    sweep: Sweep | Sequence[Run],
+    baseline: str = DEFAULT_BASELINE,
+    bases: Mapping[str, str] | None = None,
+) -> Summary:
+    """Group runs by (dataset, method, lr) and compute every statistic the report shows.
+
+    ``bases`` (method → base, default :data:`DEFAULT_BASES`) are the paired comparisons.
+    """
     if not isinstance(sweep, Sweep):
         runs = list(sweep)
         if not runs:
@@ -244,4 +270,5 @@ def summarise(sweep: Sweep | Sequence[Run], baseline: str = DEFAULT_BASELINE) ->
             notes.append(note)
         _group_stats(g)
     notes += _ratios(groups, baseline)
-    return Summary(sweep=sweep, baseline=baseline, groups=groups, notes=notes)
+    bases = dict(DEFAULT_BASES if bases is None else bases)
+    return Summary(sweep=sweep, baseline=baseline, groups=groups, notes=notes, bases=bases)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from accelopt.fileio import atomic_write
 
-from .aggregate import DEFAULT_BASELINE, Summary, summarise
+from .aggregate import DEFAULT_BASELINE, DEFAULT_BASES, Summary, summarise
 from .figures import make_figures, png
 from .markdown import render_markdown
 from .records import ReportError, load_runs
@@ -26,15 +26,17 @@ def write_report(
     out: str | os.PathLike[str] | None = None,
     strict: bool = True,
     baseline: str = DEFAULT_BASELINE,
+    bases: Mapping[str, str] | None = None,
 ) -> list[Path]:
     """Read the sweep at ``path`` and write ``report.md`` and the figures into ``out``.
 
-    ``out`` defaults to ``path``. Everything is validated and rendered before anything is
+    ``out`` defaults to ``path``; ``bases`` (method → base of the paired comparisons) to
+    :data:`DEFAULT_BASES`. Everything is validated and rendered before anything is
     written; raises :class:`ReportError` (nothing written) if the sweep cannot be reported.
     Returns the written paths, ``report.md`` first.
     """
     sweep = load_runs(path, strict=strict)
-    return _write(summarise(sweep, baseline=baseline), out)
+    return _write(summarise(sweep, baseline=baseline, bases=bases), out)
 
 
 def _write(summary: Summary, out: str | os.PathLike[str] | None) -> list[Path]:
@@ -50,6 +52,18 @@ def _write(summary: Summary, out: str | os.PathLike[str] | None) -> list[Path]:
         atomic_write(dest / name, data)
     atomic_write(dest / REPORT_NAME, text.encode("utf-8"))
     return [dest / REPORT_NAME] + [dest / name for name in payload]
+
+
+def _pair(value: str) -> tuple[str, str]:
+    """``METHOD=BASE`` → (method, base); argparse reports anything else (exit 2)."""
+    method, sep, base = value.partition("=")
+    method, base = method.strip(), base.strip()
+    if not sep or not method or not base or "=" in base or method == base:
+        raise argparse.ArgumentTypeError(
+            f"invalid value {value!r}: expected METHOD=BASE with two different method names, "
+            "e.g. gose=heavyball"
+        )
+    return method, base
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -86,6 +100,16 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_BASELINE,
         help=f"method that seconds per epoch are divided by (default: {DEFAULT_BASELINE})",
     )
+    defaults = ", ".join(f"{m}={b}" for m, b in DEFAULT_BASES.items())
+    p.add_argument(
+        "--pair",
+        action="append",
+        type=_pair,
+        default=[],
+        metavar="METHOD=BASE",
+        help="compare METHOD with BASE seed by seed (repeatable; replaces METHOD's default base; "
+        f"defaults: {defaults})",
+    )
     p.add_argument("--out", default=None, help="write here instead of into the sweep folder")
     return p
 
@@ -95,7 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         sweep = load_runs(args.sweep, strict=args.strict)
-        written = _write(summarise(sweep, baseline=args.baseline), args.out)
+        bases = {**DEFAULT_BASES, **dict(args.pair)}
+        written = _write(summarise(sweep, baseline=args.baseline, bases=bases), args.out)
     except (ReportError, OSError) as exc:
         print(f"accelopt.report: error: {exc}", file=sys.stderr)
         return 1

@@ -11,14 +11,16 @@ import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.transforms import blended_transform_factory
 
 from .aggregate import Curve, Group, Summary, fmt_lr
 
 matplotlib.use("Agg")  # figures are built with the object API (no pyplot); Agg renders them
 
-__all__ = ["figure_names", "make_figures", "png"]
+__all__ = ["dataset_figure_names", "figure_names", "make_figures", "png"]
 
 DPI = 110
+DID_NOT_COMPLETE = "did not complete"
 
 
 def _safe(name: str) -> str:
@@ -34,6 +36,11 @@ def figure_names(dataset: str, lr: float) -> dict[str, str]:
         "test_acc_zoom": f"test_acc_zoom_{stem}.png",
         "curvature": f"curvature_{stem}.png",
     }
+
+
+def dataset_figure_names(dataset: str) -> dict[str, str]:
+    """File names of the figures of one dataset across its learning rates: kind → name."""
+    return {"test_acc_vs_lr": f"test_acc_vs_lr_{_safe(dataset)}.png"}
 
 
 def _colors(summary: Summary) -> dict[str, Any]:
@@ -118,11 +125,70 @@ def _curvature_figure(groups: Sequence[Group], colors: dict[str, Any], where: st
     return fig
 
 
+def _acc_vs_lr_figure(summary: Summary, dataset: str, colors: dict[str, Any]) -> Figure:
+    """Final test accuracy per learning rate per method; cells without a completed run: ×."""
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_xscale("log")
+    bottom = blended_transform_factory(ax.transData, ax.transAxes)  # x: lr, y: axes fraction
+    lrs = sorted(summary.lrs(dataset))
+    methods = summary.methods(dataset)
+    for i, m in enumerate(methods):
+        gs = [summary.groups[k] for k in ((dataset, m, lr) for lr in lrs) if k in summary.groups]
+        shift = 1.04 ** (i - (len(methods) - 1) / 2)  # so the error bars do not hide each other
+        done = [g for g in gs if g.final_acc is not None]
+        if done:
+            mean = np.asarray([g.final_acc.mean for g in done])
+            lo = np.asarray([g.final_acc.min for g in done])
+            hi = np.asarray([g.final_acc.max for g in done])
+            ax.errorbar(
+                np.asarray([g.lr for g in done]) * shift,
+                mean,
+                yerr=np.vstack([mean - lo, hi - mean]),
+                marker="o",
+                ms=4,
+                capsize=3,
+                color=colors[m],
+                label=m,
+            )
+        failed = [g.lr * shift for g in gs if not g.completed]
+        if failed:
+            ax.plot(
+                failed,
+                [0.03] * len(failed),
+                transform=bottom,
+                ls="none",
+                marker="x",
+                ms=8,
+                mew=2,
+                color=colors[m],
+                clip_on=False,
+                label=f"{m}: {DID_NOT_COMPLETE}",
+            )
+    ax.set_xticks(lrs, labels=[fmt_lr(lr) for lr in lrs])
+    ax.minorticks_off()
+    ax.set_xlim(lrs[0] / 1.5, lrs[-1] * 1.5)
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("final test accuracy")
+    title = f"{dataset}: final test accuracy vs lr, mean over seeds, error bars = min–max"
+    _finish(ax, f"{title}\n× at the bottom: no completed run ({DID_NOT_COMPLETE})")
+    handles, labels = ax.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: DID_NOT_COMPLETE in labels[i])
+    ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize=8)
+    return fig
+
+
 def make_figures(summary: Summary) -> dict[str, Figure]:
-    """Every figure of the report, keyed by its file name (see :func:`figure_names`)."""
+    """Every figure of the report, keyed by its file name (see :func:`figure_names` and
+    :func:`dataset_figure_names`)."""
     colors = _colors(summary)
     figs: dict[str, Figure] = {}
     for dataset in summary.datasets:
+        groups = summary.groups.items()
+        done = {k[2] for k, g in groups if k[0] == dataset and g.final_acc is not None}
+        if len(done) >= 2:
+            name = dataset_figure_names(dataset)["test_acc_vs_lr"]
+            figs[name] = _acc_vs_lr_figure(summary, dataset, colors)
         for lr in summary.lrs(dataset):
             names = figure_names(dataset, lr)
             gs = summary.at(dataset, lr)

@@ -9,7 +9,8 @@ from typing import Any
 from accelopt.record import NC_HELDOUT_KEYS
 
 from .aggregate import NC_COUNT_KEYS, Group, Stats, Summary, fmt_lr
-from .figures import figure_names
+from .figures import dataset_figure_names, figure_names
+from .paired import Paired, paired
 from .records import Sweep
 
 __all__ = ["render_markdown"]
@@ -33,7 +34,17 @@ CAPTIONS = {
     "test_acc": "Test accuracy per epoch (mean, error bars = min–max)",
     "test_acc_zoom": "Test accuracy, zoomed on the final accuracies",
     "curvature": "Hessian λ_min and λ_max per step (curvature monitor, mean over seeds)",
+    "test_acc_vs_lr": "Final test accuracy vs learning rate (mean, error bars = min–max; "
+    "× = did not complete)",
 }
+PAIRED_PREAMBLE = (
+    "Each method against its base (`--pair METHOD=BASE`), paired by seed: only seeds where both "
+    "runs completed. Difference = method − base final test accuracy: mean ± std over the pairs, "
+    "[min, max]; `better in` = pairs where the method is higher. Verdict: *within noise* if "
+    "n < 2, or [min, max] includes 0, or |mean| ≤ the larger of the two methods' seed std (the "
+    "final-accuracy table); otherwise *higher* / *lower* (every pair agrees in sign and the mean "
+    "exceeds the seed spread). n = 0: no pairs, no verdict."
+)
 
 
 def _f(x: float | None, decimals: int) -> str:
@@ -124,7 +135,7 @@ def _header(summary: Summary) -> list[str]:
     return out
 
 
-def _robustness(summary: Summary, dataset: str) -> list[str]:
+def _robustness(summary: Summary, dataset: str, figures: set[str] | None) -> list[str]:
     lrs = summary.lrs(dataset)
     out = ["", f"## {dataset}", "", "### Learning-rate robustness", ""]
     out.append(
@@ -137,10 +148,40 @@ def _robustness(summary: Summary, dataset: str) -> list[str]:
         for m in summary.methods(dataset)
     )
     out.append(_table(["method"] + [f"lr {fmt_lr(lr)}" for lr in lrs], rows))
+    for kind, name in dataset_figure_names(dataset).items():
+        if name in (figures or ()):
+            out += ["", f"![{CAPTIONS[kind]}]({name})"]
     return out
 
 
-def _lr_section(summary: Summary, dataset: str, lr: float, figures: set[str] | None) -> list[str]:
+def _paired_table(pairs: Sequence[Paired]) -> list[str]:
+    """The paired comparisons of one (dataset, lr), and the seeds left out of them."""
+    out = ["", "#### Paired comparison with the base method", "", PAIRED_PREAMBLE, ""]
+    rows = (
+        [
+            p.method,
+            p.base,
+            p.n,
+            _mean_std(p.diff, ACC_DECIMALS),
+            _range(p.diff, ACC_DECIMALS),
+            f"{p.better}/{p.n}",
+            p.verdict,
+        ]
+        for p in pairs
+    )
+    header = ["method", "base", "n pairs", "difference mean ± std", "[min, max]", "better in"]
+    out.append(_table([*header, "verdict"], rows))
+    left = [
+        f"{p.method} vs {p.base}: {', '.join(map(str, p.unpaired))}" for p in pairs if p.unpaired
+    ]
+    if left:
+        out += ["", "Seeds not paired (not completed by both methods): " + "; ".join(left) + "."]
+    return out
+
+
+def _lr_section(
+    summary: Summary, dataset: str, lr: float, figures: set[str] | None, pairs: list[Paired]
+) -> list[str]:
     """Figures and tables of one (dataset, lr); ``figures`` None: no figure links at all."""
     gs = summary.at(dataset, lr)
     out = ["", f"### {dataset}, lr {fmt_lr(lr)}", ""]
@@ -167,6 +208,10 @@ def _lr_section(summary: Summary, dataset: str, lr: float, figures: set[str] | N
         for g in gs
     )
     out.append(_table(["method", "n", "mean ± std", "[min, max]"], rows))
+    order = summary.methods(dataset)
+    here = [p for p in pairs if (p.dataset, p.lr) == (dataset, lr)]
+    if here:
+        out += _paired_table(sorted(here, key=lambda p: order.index(p.method)))
     out += ["", "#### Seconds per epoch (training only)", ""]
     rows = (
         [g.method, n[id(g)], _mean_std(g.epoch_s, SECONDS_DECIMALS), _f(g.ratio, RATIO_DECIMALS)]
@@ -212,9 +257,10 @@ def render_markdown(summary: Summary, figures: Iterable[str] | None = None) -> s
     """
     shown = None if figures is None else set(figures)
     out = _header(summary)
+    pairs = paired(summary)
     for dataset in summary.datasets:
-        out += _robustness(summary, dataset)
+        out += _robustness(summary, dataset, shown)
         for lr in summary.lrs(dataset):
-            out += _lr_section(summary, dataset, lr, shown)
+            out += _lr_section(summary, dataset, lr, shown, pairs)
     out += _jobs(summary.sweep)
     return "\n".join(out) + "\n"
