@@ -228,7 +228,17 @@ def expected_tables(recs: list[dict[str, Any]], dataset: str, lr: float) -> dict
         lam = f"[{min(lams):.4f}, {max(lams):.4f}]" if lams else "—"
         fired = f"{sum(r['nc']['steps'] > 0 for r in done)}/{len(done)}"
         t_nc = f"{statistics.mean(r['nc']['time_s'] for r in done):.2f}"
-        nc[method] = [n, fired, *counts, lam, t_nc]
+        # share of each run's training time in NC work: nc time_s / Σ epochs' time/epoch_s
+        shares = [r["nc"]["time_s"] / sum(e["time/epoch_s"] for e in r["epochs"]) for r in done]
+        share = statistics.mean(shares)
+        nc[method] = [
+            n,
+            fired,
+            *counts,
+            lam,
+            t_nc,
+            f"{100 * share:.1f} % (→ {1 / (1 - share):.2f}×)",
+        ]
     return {"acc": acc, "sec": sec, "nc": nc}
 
 
@@ -421,7 +431,7 @@ def test_missing_baseline_says_so(tmp_path: Path) -> None:
     sec = table_rows(section(lr_sec, "#### Seconds per epoch (training only)"))
     assert sec["agd"][2] == "—"
     nc = table_rows(section(lr_sec, "#### NC counters (mean per completed run)"))
-    assert nc["agd"][1:] == ["—"] * 8
+    assert nc["agd"][1:] == ["—"] * 9
 
 
 def test_python_api(tmp_path: Path) -> None:

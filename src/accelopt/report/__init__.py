@@ -31,8 +31,10 @@ diverged/failed/interrupted cells marked as ``diverged (k/n)``) with the accurac
 and per learning rate the final test accuracy (mean ± std, [min, max]), the paired comparison
 with each method's base (below), seconds per epoch (the report's Table 1) with the ratio to
 the baseline method (``heavyball`` unless ``--baseline``; ratios skipped, and said so, when it is
-absent) and the NC counters (with the mean held-out curvature and loss change when the records
-have them); then every job that is not completed (diverged, failed, interrupted, no
+absent) and the NC counters (with the share of each run's training time spent in NC work,
+``nc.time_s`` / Σ ``time/epoch_s``, and the slowdown 1/(1 − share) it implies — one run's own
+clock, so machine load hardly moves it — and the mean held-out curvature and loss change when the
+records have them); then every job that is not completed (diverged, failed, interrupted, no
 ``metrics.json`` yet, unreadable) — nothing is silently dropped.
 
 Runs are grouped by (``dataset``, ``method``, ``lr``); repeats are seeds. Statistics use the

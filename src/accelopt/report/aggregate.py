@@ -84,6 +84,7 @@ class Group:
     acc: Curve | None = None
     nc: dict[str, Stats | None] | None = None
     nc_fired: int = 0  # completed runs with at least one NC step
+    nc_share: Stats | None = None  # share of each run's training time spent in NC work
     lambda_min: Curve | None = None  # curvature-monitor λ_min per step (mean over seeds)
     lambda_max: Curve | None = None
 
@@ -209,6 +210,7 @@ def _group_stats(g: Group) -> None:
     if with_nc:
         g.nc = {k: Stats.of(r.nc.get(k) for r in with_nc) for k in NC_KEYS + NC_HELDOUT_KEYS}
         g.nc_fired = sum((r.nc.get("steps") or 0) > 0 for r in with_nc)
+        g.nc_share = Stats.of(r.nc_share for r in with_nc)
 
 
 def _duplicate_seed_note(g: Group) -> str | None:

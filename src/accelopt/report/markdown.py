@@ -91,20 +91,26 @@ def _mean(s: Stats | None, decimals: int) -> str:
 def _nc_row(g: Group, heldout: Sequence[str]) -> list[str]:
     n = f"{len(g.completed)}/{len(g.runs)}"
     if g.nc is None:
-        return [g.method, n, DASH] + [DASH] * (len(NC_COUNT_KEYS) + 2 + len(heldout))
+        return [g.method, n, DASH] + [DASH] * (len(NC_COUNT_KEYS) + 3 + len(heldout))
     counts = [_mean(g.nc[k], COUNT_DECIMALS) for k in NC_COUNT_KEYS]
     lam = g.nc["lambda_min"]
     lam_txt = DASH if lam is None else _range(lam, LAMBDA_DECIMALS)
     fired = f"{g.nc_fired}/{len(g.completed)}"
     held = [_mean(g.nc.get(k), HELDOUT_DECIMALS) for k in heldout]
-    return [g.method, n, fired, *counts, lam_txt, _mean(g.nc["time_s"], SECONDS_DECIMALS), *held]
+    share = g.nc_share
+    share_txt = (
+        DASH if share is None else f"{100 * share.mean:.1f} % (→ {1 / (1 - share.mean):.2f}×)"
+    )
+    nc_s = _mean(g.nc["time_s"], SECONDS_DECIMALS)
+    return [g.method, n, fired, *counts, lam_txt, nc_s, share_txt, *held]
 
 
 def _nc_table(gs: Sequence[Group]) -> str:
     """The NC counters; held-out columns only when some run of the table has them."""
     heldout = [k for k in NC_HELDOUT_KEYS if any(g.nc and g.nc.get(k) for g in gs)]
     header = ["method", "n", "runs with NC steps", *NC_COUNT_KEYS, "λ_min [min, max]"]
-    header += ["NC time s"] + [f"{HELDOUT_HEADERS[k]} (mean)" for k in heldout]
+    header += ["NC time s", "NC share of training time (→ slowdown)"]
+    header += [f"{HELDOUT_HEADERS[k]} (mean)" for k in heldout]
     return _table(header, (_nc_row(g, heldout) for g in gs))
 
 

@@ -64,6 +64,14 @@ class Run:
             value = float(np.mean(times)) if times else None
         return value
 
+    @property
+    def nc_share(self) -> float | None:
+        """The share of the run's training time spent in NC work: ``nc.time_s`` / the sum of
+        its epochs' ``time/epoch_s`` (one run's own clock, so machine load hardly moves it)."""
+        total = sum(e["time/epoch_s"] for e in self.epochs if e.get("time/epoch_s") is not None)
+        spent = (self.nc or {}).get("time_s")
+        return None if spent is None or total <= 0 else spent / total
+
 
 @dataclass(eq=False)
 class Sweep:
