@@ -5,8 +5,10 @@ off, progress bar off, through the real entry point (``accelopt.train.train`` on
 config, TensorBoard logger and checkpoint callback on, as a user's run). A measured "epoch" is
 the first epoch of a fresh run, cut to ``--steps`` training steps (``trainer.limit_train_batches``;
 469 = a whole MNIST epoch) so that the 9×-cost faithful ANCM stays affordable; its time is the
-run's own ``time/epoch_s`` (training only). Methods alternate within each round and the script
-prints every time, then per method the median, the ratio of medians to heavy-ball SGD and the
+run's own ``time/epoch_s`` (training only) and ``time/epoch_cpu_s`` (the process's CPU seconds
+over the same span, which other jobs on a shared machine barely move; with ``--threads 1`` it is
+the work done). Methods alternate within each round and the script prints every time, then per
+method the medians, the ratios of medians to heavy-ball SGD (wall and CPU) and the
 NC counters of its median round (checks, re-checks, searches, NC steps, rejected, HVPs, λ of the
 last direction found and the last search's estimate, seconds in NC work) and the share of that
 run's epoch time spent in NC work (a within-run measure of the slowdown that the load of a shared
@@ -69,7 +71,12 @@ def run_epoch(
     )
     record = train(cfg)
     assert record["status"] == "completed", record["error"]
-    return {"time": record["epochs"][0]["time/epoch_s"], "nc": record.get("nc") or {}}
+    epoch = record["epochs"][0]
+    return {
+        "time": epoch["time/epoch_s"],
+        "cpu": epoch["time/epoch_cpu_s"],
+        "nc": record.get("nc") or {},
+    }
 
 
 def fmt(v: Any) -> str:
@@ -117,12 +124,17 @@ def main() -> None:
                 runs[m].append(out)
                 nc = out["nc"]
                 note = ", ".join(f"{k} {fmt(nc.get(k))}" for k in COUNTERS if k in nc)
-                print(f"round {r} {m:14s} {out['time']:7.2f} s  {note}", flush=True)
+                print(
+                    f"round {r} {m:14s} {out['time']:7.2f} s  cpu {out['cpu']:7.2f} s  {note}",
+                    flush=True,
+                )
     base = statistics.median(o["time"] for o in runs["heavyball"])
+    base_cpu = statistics.median(o["cpu"] for o in runs["heavyball"])
     print(f"\nwall {time.perf_counter() - t0:.0f} s; heavy-ball median {base:.2f} s")
     # "NC share": seconds of NC work (the optimizer's own time_s) / that run's epoch time, so
     # 1 / (1 − share) is the slowdown measured inside one run, immune to the load between runs.
-    head = ["method", "median s", "ratio", "report", "NC share", *COUNTERS]
+    head = ["method", "median s", "ratio", "median CPU s", "CPU ratio", "report", "NC share"]
+    head += list(COUNTERS)
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for m in methods:
@@ -131,7 +143,9 @@ def main() -> None:
         mid = runs[m][sorted(range(len(times)), key=times.__getitem__)[len(times) // 2]]
         nc = mid["nc"]
         share = nc.get("time_s", 0.0) / mid["time"] if nc else None
-        row = [m, f"{med:.2f}", f"{med / base:.2f}×", fmt(REPORT.get(m))]
+        cpu = statistics.median(o["cpu"] for o in runs[m])
+        row = [m, f"{med:.2f}", f"{med / base:.2f}×", f"{cpu:.2f}", f"{cpu / base_cpu:.2f}×"]
+        row.append(fmt(REPORT.get(m)))
         row.append("–" if share is None else f"{share:.1%} (→ {1 / (1 - share):.2f}×)")
         row += [fmt(nc.get(k)) if nc else "–" for k in COUNTERS]
         print("| " + " | ".join(row) + " |")

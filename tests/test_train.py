@@ -26,7 +26,14 @@ def test_short_run_each_optimizer(optimizer, make_cfg):
     assert on_disk["train_loss"]["step"] == list(range(2 * steps_per_epoch))
     assert [e["epoch"] for e in on_disk["epochs"]] == [0, 1]
     for row in on_disk["epochs"]:
-        assert {"train/loss", "val/loss", "val/acc", "test/acc", "time/epoch_s"} <= row.keys()
+        assert {
+            "train/loss",
+            "val/loss",
+            "val/acc",
+            "test/acc",
+            "time/epoch_s",
+            "time/epoch_cpu_s",
+        } <= row.keys()
         assert row["time/epoch_s"] > 0
     losses = on_disk["train_loss"]["value"]
     assert sum(losses[-7:]) / 7 < sum(losses[:7]) / 7, "training did not lower the loss"

@@ -1,7 +1,8 @@
 """Lightning callbacks: the training-only epoch timer, the run recorder and the graceful stop.
 
 - :class:`EpochTimer` logs ``time/epoch_s``: training time only (evaluation and the measurements
-  of callbacks that declare ``excluded_time_s``, e.g. the curvature monitor, are excluded).
+  of callbacks that declare ``excluded_time_s``, e.g. the curvature monitor, are excluded), and
+  ``time/epoch_cpu_s``: the process's CPU seconds over the same span.
 - :class:`RunRecorder` fills the run's :class:`~accelopt.record.RunRecord` through Lightning's
   hooks: each step's loss from ``on_train_batch_end(outputs)``, one row per finished epoch, the NC
   counters. Its state (the record so far, and the run's identity) travels in every checkpoint, so a
@@ -33,30 +34,47 @@ def _sync(pl_module: L.LightningModule) -> None:
         torch.cuda.synchronize(pl_module.device)
 
 
-def _excluded(trainer: L.Trainer) -> float:
-    return sum(float(getattr(cb, "excluded_time_s", 0.0)) for cb in trainer.callbacks)
+# (logged key, clock, the cumulative seconds other callbacks ask to exclude)
+CLOCKS = (
+    ("time/epoch_s", time.perf_counter, "excluded_time_s"),
+    ("time/epoch_cpu_s", time.process_time, "excluded_cpu_s"),
+)
+
+
+def _excluded(trainer: L.Trainer, attr: str) -> float:
+    return sum(float(getattr(cb, attr, 0.0)) for cb in trainer.callbacks)
 
 
 class EpochTimer(L.Callback):
-    """Logs ``time/epoch_s``: wall time of the training part of each epoch.
+    """Logs ``time/epoch_s`` (wall) and ``time/epoch_cpu_s`` (CPU) of each epoch's training part.
 
-    The clock runs from the start of the training epoch and pauses while validation runs inside
+    The clocks run from the start of the training epoch and pause while validation runs inside
     it (Lightning validates before ``on_train_epoch_end``); the seconds other callbacks report in
-    ``excluded_time_s`` (cumulative) during the epoch are subtracted. An epoch resumed mid-way
-    counts only its part after the restart.
+    ``excluded_time_s`` / ``excluded_cpu_s`` (cumulative) during the epoch are subtracted. An
+    epoch resumed mid-way counts only its part after the restart. ``time/epoch_cpu_s`` is
+    ``time.process_time`` (every thread of this process): other jobs on a shared machine barely
+    move it, so it is the steadier number for comparing methods run at different times with the
+    same thread count; it is not wall time (with k busy threads it is up to k× larger).
     """
 
     def __init__(self) -> None:
-        self._start: float | None = None
-        self._elapsed = 0.0
-        self._excluded_at_start = 0.0
+        self._start: list[float] | None = None
+        self._elapsed = [0.0] * len(CLOCKS)
+        self._excluded_at_start = [0.0] * len(CLOCKS)
         self._in_epoch = False
-        self.last_epoch_s = math.nan
+        self.last = {key: math.nan for key, _, _ in CLOCKS}
+
+    @property
+    def last_epoch_s(self) -> float:
+        return self.last["time/epoch_s"]
+
+    def _now(self) -> list[float]:
+        return [clock() for _, clock, _ in CLOCKS]
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         _sync(pl_module)
-        self._elapsed, self._start, self._in_epoch = 0.0, time.perf_counter(), True
-        self._excluded_at_start = _excluded(trainer)
+        self._elapsed, self._start, self._in_epoch = [0.0] * len(CLOCKS), self._now(), True
+        self._excluded_at_start = [_excluded(trainer, attr) for _, _, attr in CLOCKS]
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, *a: Any
@@ -67,7 +85,10 @@ class EpochTimer(L.Callback):
     def _pause(self, pl_module: L.LightningModule) -> None:
         if self._start is not None:
             _sync(pl_module)
-            self._elapsed += time.perf_counter() - self._start
+            self._elapsed = [
+                e + now - t
+                for e, now, t in zip(self._elapsed, self._now(), self._start, strict=True)
+            ]
             self._start = None
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -75,13 +96,15 @@ class EpochTimer(L.Callback):
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._in_epoch:
-            self._start = time.perf_counter()
+            self._start = self._now()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._pause(pl_module)
         self._in_epoch = False
-        self.last_epoch_s = max(self._elapsed - (_excluded(trainer) - self._excluded_at_start), 0.0)
-        pl_module.log("time/epoch_s", self.last_epoch_s, on_step=False, on_epoch=True)
+        for i, (key, _, attr) in enumerate(CLOCKS):
+            excluded = _excluded(trainer, attr) - self._excluded_at_start[i]
+            self.last[key] = max(self._elapsed[i] - excluded, 0.0)
+            pl_module.log(key, self.last[key], on_step=False, on_epoch=True)
 
 
 EPOCH_KEYS = ("val/loss", "val/acc", "test/loss", "test/acc")
@@ -137,7 +160,7 @@ class RunRecorder(L.Callback):
             "epoch": trainer.current_epoch,
             "step": trainer.global_step,
             "train/loss": sum(values) / len(values) if values else None,
-            "time/epoch_s": self.timer.last_epoch_s,
+            **self.timer.last,
         }
         metrics = trainer.callback_metrics
         row.update({k: float(metrics[k]) for k in EPOCH_KEYS if k in metrics})

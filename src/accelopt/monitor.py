@@ -19,8 +19,9 @@ validation set:
 Scalars go to every logger as ``curvature/<name>`` at the current global step, the density to
 TensorBoard as a histogram ``curvature/density`` (bucket counts = estimated number of
 eigenvalues per bucket). Every measurement is kept in ``records`` (saved in checkpoints); the
-run recorder copies them into ``metrics.json`` under ``record_field``. ``excluded_time_s`` is
-the cumulative wall time spent measuring (to be excluded from ``time/epoch_s``).
+run recorder copies them into ``metrics.json`` under ``record_field``. ``excluded_time_s`` and
+``excluded_cpu_s`` are the cumulative wall and CPU seconds spent measuring (excluded from
+``time/epoch_s`` and ``time/epoch_cpu_s``).
 
 Side effects: none on training. The model is put in eval mode while measuring (no BatchNorm
 statistic updates, no dropout) and its mode restored; derivatives are taken with
@@ -195,6 +196,7 @@ class CurvatureMonitor(L.Callback):
         self.hvp_method = hvp_method
         self.records: list[dict[str, Any]] = []
         self.excluded_time_s = 0.0
+        self.excluded_cpu_s = 0.0
         self._probe: tuple[Tensor, Tensor] | None = None
 
     # -- the probe batch ---------------------------------------------------------------------
@@ -238,7 +240,7 @@ class CurvatureMonitor(L.Callback):
         """Measure now, log, append to ``records`` and return the record."""
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         if self._probe is None or self._probe[0].device != pl_module.device:
             batch = self._probe if self._probe is not None else self._probe_batch(trainer)
             self._probe = tuple(t.to(pl_module.device) for t in batch)
@@ -273,6 +275,7 @@ class CurvatureMonitor(L.Callback):
             torch.cuda.synchronize(pl_module.device)
         elapsed = time.perf_counter() - t0
         self.excluded_time_s += elapsed
+        self.excluded_cpu_s += time.process_time() - cpu0
         record = {"step": step, "epoch": trainer.current_epoch, **rec, "time_s": elapsed}
         self.records.append(record)
         self._log(trainer, record, n_params=_n_trainable(pl_module))
@@ -289,11 +292,16 @@ class CurvatureMonitor(L.Callback):
 
     # -- checkpoint state --------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"records": list(self.records), "excluded_time_s": self.excluded_time_s}
+        return {
+            "records": list(self.records),
+            "excluded_time_s": self.excluded_time_s,
+            "excluded_cpu_s": self.excluded_cpu_s,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.records = list(state_dict["records"])
         self.excluded_time_s = float(state_dict["excluded_time_s"])
+        self.excluded_cpu_s = float(state_dict.get("excluded_cpu_s", 0.0))  # older checkpoints
 
 
 def _n_trainable(module: torch.nn.Module) -> int:

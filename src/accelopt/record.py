@@ -266,8 +266,9 @@ class RunRecord:
     ) -> None:
         """Set the final status and compute ``final`` from the epochs.
 
-        ``final`` holds the last epoch's ``x/y`` metrics except ``nc/*``, and ``time/epoch_s`` =
-        the mean over the epochs that have one (None if none).
+        ``final`` holds the last epoch's ``x/y`` metrics except ``nc/*``, and ``time/epoch_s`` (and
+        ``time/epoch_cpu_s``, when the epochs have it) = the mean over the epochs that have one
+        (None if none).
         """
         if status not in FINAL_STATUSES:
             raise ValueError(
@@ -277,8 +278,10 @@ class RunRecord:
         self.stopped_at_step = int(stopped_at_step)
         last = self.epochs[-1] if self.epochs else {}
         final = {k: v for k, v in last.items() if "/" in k and not k.startswith("nc/")}
-        times = [e["time/epoch_s"] for e in self.epochs if e.get("time/epoch_s") is not None]
-        final["time/epoch_s"] = sum(times) / len(times) if times else None
+        for key in ("time/epoch_s", "time/epoch_cpu_s"):
+            times = [e[key] for e in self.epochs if e.get(key) is not None]
+            if times or key == "time/epoch_s":
+                final[key] = sum(times) / len(times) if times else None
         self.final = final
 
     # ------------------------------------------------------------------ (de)serialising
