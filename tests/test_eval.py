@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from accelopt.eval import EvalError, evaluate
+from accelopt.eval import EvalError, add_evaluation, evaluate, read_evaluations
 
 from .conftest import CONF_DIR, FAST, run_cli
 
@@ -58,7 +58,9 @@ def test_eval_reproduces_the_recorded_accuracy(run_dir: Path) -> None:
     proc = eval_cli([f"run_dir={run_dir}"], cwd=run_dir.parent)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "[accelopt] eval of" in proc.stdout and "eval.json" in proc.stdout
-    record = json.loads((run_dir / "eval.json").read_text())
+    data = json.loads((run_dir / "eval.json").read_text())
+    assert data["schema"] == 2
+    record = data["evaluations"][-1]
     final = json.loads((run_dir / "metrics.json").read_text())["final"]
     assert record["ckpt_path"] == str((run_dir / "checkpoints" / "last.ckpt").resolve())
     assert record["global_step"] > 0
@@ -127,3 +129,44 @@ def test_eval_cli_refusal_is_one_line_with_status_2(run_dir: Path) -> None:
     assert errors == [errors[0]] and errors[0].startswith("accelopt.eval: error: ckpt_path=")
     after = (run_dir / "eval.json").read_bytes() if (run_dir / "eval.json").exists() else None
     assert after == before  # a refused evaluation writes nothing
+
+
+def _entry(step: int, limit: int | None = None, acc: float = 0.5) -> dict:
+    return {
+        "ckpt_path": "/r/checkpoints/last.ckpt",
+        "global_step": step,
+        "hardware": {"accelerator": "cpu"},
+        "limit_batches": limit,
+        "metrics": {"test/acc": acc},
+    }
+
+
+def test_eval_json_keeps_every_distinct_evaluation(tmp_path: Path) -> None:
+    """Other steps / batch limits are kept; the same evaluation again replaces its entry."""
+    add_evaluation(tmp_path, _entry(10))
+    add_evaluation(tmp_path, _entry(20))
+    add_evaluation(tmp_path, _entry(20, limit=2))
+    entries = add_evaluation(tmp_path, _entry(10, acc=0.7))
+    assert [(e["global_step"], e["limit_batches"]) for e in entries] == [
+        (20, None),
+        (20, 2),
+        (10, None),
+    ]
+    assert entries[-1]["metrics"]["test/acc"] == 0.7
+    assert read_evaluations(tmp_path) == entries
+
+
+def test_eval_json_schema_1_is_read_and_kept(tmp_path: Path) -> None:
+    old = {"schema": 1, **_entry(5)}
+    (tmp_path / "eval.json").write_text(json.dumps(old))
+    assert read_evaluations(tmp_path) == [old]
+    entries = add_evaluation(tmp_path, _entry(6))
+    assert [e["global_step"] for e in entries] == [5, 6]
+
+
+def test_an_unreadable_eval_json_is_moved_aside_not_lost(tmp_path: Path) -> None:
+    (tmp_path / "eval.json").write_text("{ not json")
+    entries = add_evaluation(tmp_path, _entry(7))
+    assert [e["global_step"] for e in entries] == [7]
+    aside = list(tmp_path.glob("eval.json.unreadable-*"))
+    assert len(aside) == 1 and aside[0].read_text() == "{ not json"

@@ -4,17 +4,21 @@ The data module and the network are rebuilt from the run's own config (Hydra's
 ``<run>/.hydra/config.yaml``, or the ``config`` of its ``metrics.json``), the checkpoint's weights
 are loaded strictly, and Lightning's ``Trainer.validate`` / ``Trainer.test`` evaluate them on
 the run's validation and test sets (CPU by default, ``hardware=gpu`` for one GPU). The metrics
-are printed and written atomically to ``<run>/eval.json``. A missing or unreadable checkpoint,
-one that does not match the run's model, or a run folder without a config is refused with one
-line and exit status 2.
+are printed and added atomically to ``<run>/eval.json``, which keeps every evaluation of the run
+(one entry per checkpoint, step, hardware and batch limit; re-evaluating the same one replaces
+its entry). A missing or unreadable checkpoint, one that does not match the run's model, or a
+run folder without a config is refused with one line and exit status 2, and writes nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import json
 import math
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,8 @@ from accelopt.train import build_trainer
 
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")  # package data, as for train
 EVAL_FILE = "eval.json"
+EVAL_SCHEMA = 2
+LOCK_FILE = ".eval.lock"
 LAST_CKPT = Path("checkpoints") / "last.ckpt"
 
 
@@ -198,7 +204,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     for result in trainer.test(module, datamodule=datamodule, verbose=False):
         metrics.update(result)
     record = {
-        "schema": 1,
         "ckpt_path": str(ckpt),
         "run_dir": str(run),
         "epoch": data.get("epoch"),
@@ -207,10 +212,75 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "hardware": OmegaConf.to_container(cfg.hardware, resolve=True),
         "limit_batches": cfg.get("limit_batches"),
         "duration_s": time.perf_counter() - t0,
+        "evaluated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    atomic_write(run / EVAL_FILE, json.dumps(record, indent=1))
+    add_evaluation(run, record)
     _print_summary(record, run / EVAL_FILE)
     return record
+
+
+def _same_evaluation(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    keys = ("ckpt_path", "global_step", "hardware", "limit_batches")
+    return all(a.get(k) == b.get(k) for k in keys)
+
+
+@contextlib.contextmanager
+def _run_lock(run: Path) -> Iterator[None]:
+    """Serialise read-modify-write of ``eval.json`` between processes (POSIX ``flock``)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, the write itself is still atomic
+        yield
+        return
+    with open(run / LOCK_FILE, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def read_evaluations(run: Path) -> list[dict[str, Any]]:
+    """The evaluations recorded in ``<run>/eval.json``, oldest first (``[]`` if none).
+
+    A schema-1 file (one evaluation at top level) reads as a list of one. An unreadable file
+    raises ``ValueError``.
+    """
+    path = run / EVAL_FILE
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    if isinstance(data, dict) and isinstance(data.get("evaluations"), list):
+        return list(data["evaluations"])
+    if isinstance(data, dict) and isinstance(data.get("metrics"), dict):  # schema 1
+        return [data]
+    raise ValueError(f"{str(path)!r} is not an accelopt eval record")
+
+
+def add_evaluation(run: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Add ``record`` to ``<run>/eval.json`` (replacing an entry of the same evaluation).
+
+    Earlier evaluations of other checkpoints, steps or hardware are kept. An existing file that
+    cannot be read is not overwritten: it is renamed to ``eval.json.unreadable-<time>`` first.
+    """
+    path = run / EVAL_FILE
+    with _run_lock(run):
+        try:
+            entries = read_evaluations(run)
+        except (ValueError, OSError) as err:
+            stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
+            aside = path.with_name(f"{EVAL_FILE}.unreadable-{stamp}")
+            path.replace(aside)
+            print(
+                f"[accelopt] {str(path)!r} was unreadable ({_first_line(err)}); kept as "
+                f"{str(aside)!r}",
+                file=sys.stderr,
+                flush=True,
+            )
+            entries = []
+        entries = [e for e in entries if not _same_evaluation(e, record)] + [record]
+        atomic_write(path, json.dumps({"schema": EVAL_SCHEMA, "evaluations": entries}, indent=1))
+    return entries
 
 
 def _metric_order(name: str) -> tuple[int, str]:
