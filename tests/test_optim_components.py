@@ -20,6 +20,7 @@ from accelopt.optim import (
     Lanczos,
     NCEscape,
     Neon2,
+    RandomDirection,
     Schedule,
     Search,
     SeedCheck,
@@ -144,3 +145,33 @@ def test_a_checkpoint_in_the_former_layout_loads() -> None:
     fresh.load_state_dict(sd)
     assert fresh.check.count == 3 and torch.equal(fresh.check.total, opt.check.total)
     assert fresh.counters["lambda_last"] != fresh.counters["lambda_last"]  # NaN: a new key
+
+
+def test_random_direction_is_a_uniform_unit_vector_with_its_exact_curvature() -> None:
+    """The control search: v uniform on the trainable unit sphere, λ = vᵀAv of the dense A."""
+    torch.manual_seed(0)
+    m = torch.randn(5, 5, dtype=torch.float64)
+    a = m @ m.T + torch.eye(5, dtype=torch.float64)  # positive definite: no negative curvature
+    p = nn.Parameter(torch.randn(5, dtype=torch.float64))
+    frozen = nn.Parameter(torch.ones(2, dtype=torch.float64), requires_grad=False)
+
+    def closure() -> torch.Tensor:
+        return 0.5 * p @ a @ p + frozen.sum()
+
+    opt = NCEscape([p, frozen], lr=0.1, check=Always(), search="random", every=1)
+    search = opt.search
+    assert isinstance(search, RandomDirection) and search.search_batch == 256
+    seen = []
+    for _ in range(3):
+        result, used = search.run(opt, lambda n: closure, search.reference(opt, closure))
+        v = result.direction
+        assert used is closure and result.found and result.hvps == 1 and result.method == "random"
+        assert torch.linalg.vector_norm(v).item() == pytest.approx(1.0, abs=1e-12)
+        assert torch.all(v[5:] == 0)  # never along a frozen entry
+        assert result.lam == pytest.approx(float(v[:5] @ a @ v[:5]), rel=1e-12)
+        assert result.lam > 0  # returned although its curvature is positive
+        seen.append(v)
+    assert not torch.allclose(seen[0], seen[1])  # a fresh draw each time
+    again = NCEscape([p, frozen], lr=0.1, check=Always(), search="random", every=1)
+    first, _ = again.search.run(again, lambda n: closure, again.search.reference(again, closure))
+    assert torch.equal(first.direction, seen[0])  # the optimizer's seeded generator

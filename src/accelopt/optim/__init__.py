@@ -26,7 +26,7 @@ from accelopt.optim.component import Component, registry
 from accelopt.optim.nc import NCEscape
 from accelopt.optim.presets import ANCM, GOSE, VARIANTS, Combined
 from accelopt.optim.schedule import Schedule
-from accelopt.optim.search import Lanczos, Neon2, Search, SeedPower
+from accelopt.optim.search import Lanczos, Neon2, RandomDirection, Search, SeedPower
 from accelopt.optim.step import CarmonStep, FixedStep, StepRule
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "Never",
     "NoiseCheck",
     "PairCheck",
+    "RandomDirection",
     "Schedule",
     "Search",
     "SeedCheck",

@@ -1,4 +1,5 @@
-"""Negative-curvature searches as components: :class:`Lanczos`, :class:`Neon2`, :class:`SeedPower`.
+"""Negative-curvature searches as components: :class:`Lanczos`, :class:`Neon2`, :class:`SeedPower`,
+and the control :class:`RandomDirection` (a random direction, no curvature selection).
 
 Each wraps one function of :mod:`accelopt.curvature.search` and owns its knobs. The optimizer
 calls :meth:`Search.reference` to draw the round's reference batch (when one is needed) and
@@ -12,12 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
+
 from accelopt.curvature.hvp import Closure, HessianOperator, flat_grad
 from accelopt.curvature.power import seed_power
 from accelopt.curvature.search import SearchResult, lanczos, neon2
 from accelopt.optim.component import Batch, Component, Context, Probe, choice, count, positive
 
-__all__ = ["HVP_METHODS", "Lanczos", "Neon2", "Search", "SeedPower"]
+__all__ = ["HVP_METHODS", "Lanczos", "Neon2", "RandomDirection", "Search", "SeedPower"]
 
 HVP_METHODS = ("double_backward", "forward_over_reverse")
 
@@ -57,6 +60,14 @@ def _check_hvp(owner: str, method: str, ctx: Context) -> None:
         )
 
 
+def _operator_batch(owner: str, method: str, ctx: Context, closure: Closure) -> Batch:
+    """The reference batch of ``closure`` with its Hessian operator at θ (one gradient)."""
+    _check_hvp(owner, method, ctx)
+    op = HessianOperator(closure, ctx.params(), method=method, reduce=ctx.reduce, module=ctx.module)
+    ctx.counters["grads"] += 1
+    return Batch(closure, op.loss, op.grad, op)
+
+
 @dataclass
 class Lanczos(Search):
     """Warm-started Lanczos on one probe batch of ``search_batch``: ≤ ``max_hvps`` HVPs, early
@@ -77,12 +88,7 @@ class Lanczos(Search):
         self.eps_h = float(self.eps_h)
 
     def reference(self, ctx: Context, closure: Closure) -> Batch:
-        _check_hvp("Lanczos", self.hvp_method, ctx)
-        op = HessianOperator(
-            closure, ctx.params(), method=self.hvp_method, reduce=ctx.reduce, module=ctx.module
-        )
-        ctx.counters["grads"] += 1
-        return Batch(closure, op.loss, op.grad, op)
+        return _operator_batch("Lanczos", self.hvp_method, ctx, closure)
 
     def run(
         self, ctx: Context, probe: Probe, batch: Batch | None
@@ -183,3 +189,41 @@ class SeedPower(Search):
             module=ctx.module,
         )
         return result, None
+
+
+@dataclass
+class RandomDirection(Search):
+    """The control for the searches: a uniformly random unit direction ``v`` (inside the trainable
+    entries, from the optimizer's generator), always returned, with ``λ = vᵀH_S v`` on a probe
+    batch ``S`` of ``search_batch`` samples (one HVP) for the record.
+
+    With an NC preset's check, schedule and step rule (verification off: a random direction has
+    curvature ≈ 0), it steps as far, as often and with the same sign rule and acceptance test,
+    along directions chosen without regard to curvature: what a preset gains beyond this control
+    is due to the curvature of its directions.
+    """
+
+    name: ClassVar[str] = "random"
+    needs_reference: ClassVar[bool] = True
+    search_batch: int = 256
+    eps_h: float = 0.0
+    hvp_method: str = "double_backward"
+
+    def __post_init__(self) -> None:
+        count("RandomDirection", "search_batch", self.search_batch, minimum=1)
+        choice("RandomDirection", "hvp_method", self.hvp_method, HVP_METHODS)
+
+    def reference(self, ctx: Context, closure: Closure) -> Batch:
+        return _operator_batch("RandomDirection", self.hvp_method, ctx, closure)
+
+    def run(
+        self, ctx: Context, probe: Probe, batch: Batch | None
+    ) -> tuple[SearchResult, Closure | None]:
+        assert batch is not None and batch.op is not None
+        op, gen = batch.op, ctx.generator
+        r = torch.randn(op.dim, generator=gen, dtype=op.dtype, device=gen.device).to(op.device)
+        r = r * op.mask.to(r)
+        v = r / torch.linalg.vector_norm(r)
+        lam = float(v @ op.matvec(v).reshape(-1).to(v))
+        batch.op = None  # free the retained first-order graph
+        return SearchResult(lam, v, hvps=1, iters=1, method="random", candidate=v), batch.closure

@@ -31,6 +31,7 @@ DEFAULT_BASELINE = "heavyball"
 DEFAULT_BASES = {
     "gose": "heavyball",
     "gose_seed": "heavyball",
+    "gose_random": "heavyball",
     "ancm": "agd",
     "ancm_seed": "agd",
     "combined": "agd",
