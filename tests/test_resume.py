@@ -1,5 +1,6 @@
 """Resume (issue 6): a run killed with SIGKILL mid-epoch restarts with ``ckpt_path=last`` and
-finishes exactly as an uninterrupted run would; checkpoint files are written atomically."""
+finishes exactly as an uninterrupted run would; checkpoint files are written atomically; a run
+killed after an epoch keeps a ``running`` record of the epochs it finished."""
 
 from __future__ import annotations
 
@@ -86,6 +87,44 @@ def test_sigkill_mid_epoch_then_ckpt_path_last_finishes_like_an_uninterrupted_ru
     for key in ("checks", "searches", "steps", "rejected", "hvps", "lambda_min"):
         assert got["nc"][key] == ref["nc"][key], key
     assert got["nc"]["steps"] > 0
+
+
+def test_sigkill_after_an_epoch_leaves_a_running_record_that_resume_completes(
+    tmp_path: Path,
+) -> None:
+    """The record is written after every epoch: a run killed outright keeps what it finished."""
+    run_dir = tmp_path / "run"
+    args = [*ARGS, "trainer.max_epochs=3", f"hydra.run.dir={run_dir}"]
+    victim = _popen(args, tmp_path)
+    record = run_dir / "metrics.json"
+    deadline = time.monotonic() + 240
+    while not record.exists() and victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert victim.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    kept = json.loads(record.read_text())
+    assert kept["status"] == "running" and kept["error"] is None
+    n = len(kept["epochs"])
+    assert n >= 1 and kept["stopped_at_step"] == n * STEPS_PER_EPOCH
+    assert kept["train_loss"]["step"] == list(range(n * STEPS_PER_EPOCH))
+    assert kept["nc"]["checks"] > 0 and kept["duration_s"] > 0
+
+    refused = run_cli([*args, "optimizer.lr=-1"], tmp_path)  # a start that fails ...
+    assert refused.returncode == 2
+    assert json.loads(record.read_text()) == kept  # ... never replaces the killed run's record
+
+    resumed = run_cli([*args, "ckpt_path=last"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    done = json.loads(record.read_text())
+    assert done["status"] == "completed" and len(done["epochs"]) == 3
+
+    # the same epochs (their clocks aside: killed between the record and the epoch's checkpoint,
+    # the resumed run finishes that epoch again from a mid-epoch checkpoint and re-times it)
+    def untimed(rows: list[dict]) -> list[dict]:
+        return [{k: v for k, v in r.items() if "time" not in k} for r in rows]
+
+    assert untimed(done["epochs"][:n]) == untimed(kept["epochs"])
 
 
 def test_ckpt_path_must_name_a_file(make_cfg, tmp_path: Path) -> None:

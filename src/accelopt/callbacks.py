@@ -5,7 +5,8 @@
   ``time/epoch_cpu_s``: the process's CPU seconds over the same span.
 - :class:`RunRecorder` fills the run's :class:`~accelopt.record.RunRecord` through Lightning's
   hooks: each step's loss from ``on_train_batch_end(outputs)``, one row per finished epoch, the NC
-  counters. Its state (the record so far, and the run's identity) travels in every checkpoint, so a
+  counters. Given the run folder, it writes the record so far there after every epoch, with status
+  ``running``, so a run killed outright (SIGKILL, a lost node) still leaves the epochs it finished. Its state (the record so far, and the run's identity) travels in every checkpoint, so a
   resumed run keeps its history and a resume with a different config is refused
   (:mod:`accelopt.resume`).
 - :class:`GracefulStop` turns SIGINT (Ctrl+C) into Lightning's SIGTERM stop: training ends at the
@@ -19,6 +20,7 @@ import hashlib
 import math
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -121,14 +123,42 @@ class RunRecorder(L.Callback):
 
     Step losses are kept as tensors until the epoch ends or a checkpoint is saved (no device sync
     per step), then moved into the record. ``identity`` (the run-defining config, see
-    :func:`accelopt.resume.identity`) is written into every checkpoint.
+    :func:`accelopt.resume.identity`) is written into every checkpoint. With ``out`` (the run
+    folder), rank zero writes the record there (atomically, status ``running``, ``stopped_at_step``
+    = the global step reached) after every epoch; the run's end replaces it with the final one.
     """
 
-    def __init__(self, record: RunRecord, timer: EpochTimer, identity: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        record: RunRecord,
+        timer: EpochTimer,
+        identity: dict[str, Any],
+        out: Path | None = None,
+    ) -> None:
         self.record = record
         self.timer = timer
         self.identity = identity
+        self.out = out
         self._pending: list[tuple[int, Tensor]] = []
+        self._t0 = time.perf_counter()
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0 = time.perf_counter()
+
+    def collect(self, trainer: L.Trainer) -> None:
+        """Bring the record up to date: step losses, NC counters and NC-step log, the records of
+        callbacks that keep one (``record_field``: e.g. the curvature monitor's), time since fit."""
+        self.flush()
+        rec = self.record
+        rec.nc = nc_counters(trainer) or None
+        if trainer.optimizers:  # one row per NC step, judged on held-out data (NC optimizers)
+            rec.nc_steps = list(getattr(trainer.optimizers[0], "nc_log", []))
+        for cb in trainer.callbacks:
+            field = getattr(cb, "record_field", None)
+            if field:
+                setattr(rec, field, list(getattr(cb, "records", [])))
+        rec.duration_s = time.perf_counter() - self._t0
+        rec.world_size = trainer.world_size
 
     def flush(self) -> None:
         """Move the buffered step losses into the record."""
@@ -166,6 +196,10 @@ class RunRecorder(L.Callback):
         row.update({k: float(metrics[k]) for k in EPOCH_KEYS if k in metrics})
         row.update({f"nc/{k}": v for k, v in nc_counters(trainer).items()})
         rec.add_epoch(row)
+        if self.out is not None and trainer.is_global_zero and rec.status == "running":
+            self.collect(trainer)
+            rec.stopped_at_step = trainer.global_step
+            rec.write(self.out)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.flush()

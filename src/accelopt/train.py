@@ -33,7 +33,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from accelopt.callbacks import EpochTimer, GracefulStop, RunRecorder, nc_counters
+from accelopt.callbacks import EpochTimer, GracefulStop, RunRecorder
 from accelopt.checkpoint import AtomicCheckpointIO
 from accelopt.config import ConfigError, check_config
 from accelopt.data.sources import DataSourceError
@@ -124,7 +124,8 @@ def _refuse_relaunch_in_multirun(trainer: L.Trainer) -> None:
         )
 
 
-KEEP = ("completed", "diverged", "interrupted")  # records of runs that trained there
+# records of runs that trained there (``running``: one killed after writing an epoch)
+KEEP = ("completed", "diverged", "interrupted", "running")
 
 
 def _is_rank_zero() -> bool:
@@ -234,7 +235,7 @@ def _prepare(cfg: DictConfig, out: Path, record: RunRecord) -> _Job | RunRecord:
         memory_format=cfg.hardware.get("memory_format", "contiguous"),
     )
     timer, stop = EpochTimer(), GracefulStop()
-    recorder = RunRecorder(record, timer, identity(cfg))
+    recorder = RunRecorder(record, timer, identity(cfg), out=out)
     trainer = build_trainer(cfg, out, [timer, recorder, stop])
     _refuse_relaunch_in_multirun(trainer)
     record.resumed_from = None if point is None else str(point.path)
@@ -258,16 +259,8 @@ def _fit(cfg: DictConfig, out: Path, record: RunRecord, job: _Job) -> dict[str, 
         reraise = SystemExit(128 + signum)
     except Exception as exc:  # recorded, then raised: other jobs of a sweep keep running
         status, error, tb, reraise = "failed", _one_line(exc), traceback.format_exc(), exc
-    job.recorder.flush()
-    record.nc = nc_counters(trainer) or None
-    if trainer.optimizers:  # one row per NC step, judged on held-out data (NC optimizers)
-        record.nc_steps = list(getattr(trainer.optimizers[0], "nc_log", []))
-    for cb in trainer.callbacks:
-        field = getattr(cb, "record_field", None)
-        if field:
-            setattr(record, field, list(getattr(cb, "records", [])))
+    job.recorder.collect(trainer)
     record.duration_s = time.perf_counter() - t0
-    record.world_size = trainer.world_size
     at = stopped if stopped is not None else trainer.global_step
     record.finalize(status, stopped_at_step=at, error=error, traceback=tb)
     result = record.to_dict()
@@ -286,8 +279,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     Whatever happens, the run folder ends with a ``metrics.json`` saying so: ``completed``,
     ``diverged``, ``interrupted`` (SIGTERM / SIGINT: a checkpoint is saved, then ``SystemExit``
     with 128 + the signal number), or ``failed`` with the error (raised after writing), including
-    errors before training starts. A record of an earlier run that trained in the same folder is
-    never replaced by a run that could not start. The folder is locked while the run uses it.
+    errors before training starts; after every finished epoch it holds the record so far with
+    status ``running`` (what a process killed outright leaves). A record of an earlier run that
+    trained in the same folder is never replaced by a run that could not start. The folder is
+    locked while the run uses it.
     """
     out = Path(cfg.output_dir).resolve()
     check_writable(out)
