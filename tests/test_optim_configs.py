@@ -28,6 +28,7 @@ from accelopt.optim import (
     NCEscape,
     Neon2,
     NoiseCheck,
+    RandomDirection,
     SeedCheck,
     SeedPower,
 )
@@ -86,6 +87,32 @@ def test_preset_config_builds_the_python_preset(
     assert type(opt.search) is type(ref.search) and type(opt.step_rule) is type(ref.step_rule)
     assert opt.counters["searches"] > 0
     assert losses == ref_losses
+
+
+@pytest.mark.parametrize("name", ["gose", "combined", "ancm"])
+def test_random_control_is_the_preset_with_random_directions(
+    name: str, make_cfg: Callable[..., DictConfig]
+) -> None:
+    """``<preset>_random``: the preset's class, base, check and schedule; only the direction (and
+    the step rule that goes with a random one) differ."""
+    common = ("seed=5", "optimizer.every=2", "optimizer.check=always")
+    opt, losses = run(instantiate(make_cfg(f"optimizer={name}_random", *common).optimizer))
+    ref, ref_losses = run(instantiate(make_cfg(f"optimizer={name}", *common).optimizer))
+    assert type(opt) is type(ref) and opt.variant == "improved"
+    assert type(opt.base) is type(ref.base) and type(opt.check) is type(ref.check)
+    assert opt.base.defaults["nesterov"] == ref.base.defaults["nesterov"]
+    assert opt.schedule.every == 2 and opt.schedule.timing == ref.schedule.timing
+    assert opt.schedule.max_nc_steps == ref.schedule.max_nc_steps and opt.prox == ref.prox
+    assert ref.schedule.verify_batch == 256 and opt.schedule.verify_batch is None
+    assert isinstance(opt.search, RandomDirection) and opt.search.search_batch == 256
+    step = opt.step_rule
+    assert isinstance(step, FixedStep) and step.length == ref.step_rule.max_length == 0.3
+    assert step.accept and step.backtracks == 3 and step.sign_batch == step.accept_batch == 256
+    assert opt.counters["searches"] > 0 and opt.counters["steps"] > 0
+    assert opt.counters["hvps"] == opt.counters["searches"]  # one HVP per random direction
+    assert losses != ref_losses
+    if ref.schedule.timing == "after":  # the first phase comes after the first step
+        assert losses[0] == ref_losses[0]
 
 
 def test_search_group_replaces_the_search(make_cfg: Callable[..., DictConfig]) -> None:

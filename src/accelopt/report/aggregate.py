@@ -32,6 +32,8 @@ DEFAULT_BASES = {
     "gose": "heavyball",
     "gose_seed": "heavyball",
     "gose_random": "heavyball",
+    "combined_random": "agd",
+    "ancm_random": "agd",
     "ancm": "agd",
     "ancm_seed": "agd",
     "combined": "agd",
