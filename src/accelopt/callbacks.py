@@ -6,9 +6,9 @@
 - :class:`RunRecorder` fills the run's :class:`~accelopt.record.RunRecord` through Lightning's
   hooks: each step's loss from ``on_train_batch_end(outputs)``, one row per finished epoch, the NC
   counters. Given the run folder, it writes the record so far there after every epoch, with status
-  ``running``, so a run killed outright (SIGKILL, a lost node) still leaves the epochs it finished. Its state (the record so far, and the run's identity) travels in every checkpoint, so a
-  resumed run keeps its history and a resume with a different config is refused
-  (:mod:`accelopt.resume`).
+  ``running``, so a run killed outright (SIGKILL, a lost node) still leaves the epochs it finished.
+  Its state (the record so far, and the run's identity) travels in every checkpoint, so a resumed
+  run keeps its history and a resume with a different config is refused (:mod:`accelopt.resume`).
 - :class:`GracefulStop` turns SIGINT (Ctrl+C) into Lightning's SIGTERM stop: training ends at the
   next batch boundary, a checkpoint is saved and the record says ``interrupted``. A second SIGINT
   interrupts at once.
@@ -196,7 +196,7 @@ class RunRecorder(L.Callback):
         row.update({k: float(metrics[k]) for k in EPOCH_KEYS if k in metrics})
         row.update({f"nc/{k}": v for k, v in nc_counters(trainer).items()})
         rec.add_epoch(row)
-        if self.out is not None and trainer.is_global_zero and rec.status == "running":
+        if self.out is not None and trainer.is_global_zero:
             self.collect(trainer)
             rec.stopped_at_step = trainer.global_step
             rec.write(self.out)

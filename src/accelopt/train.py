@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import signal
 import sys
-import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -245,7 +244,7 @@ def _prepare(cfg: DictConfig, out: Path, record: RunRecord) -> _Job | RunRecord:
 
 def _fit(cfg: DictConfig, out: Path, record: RunRecord, job: _Job) -> dict[str, Any]:
     """Fit, then finalise and write the record whatever happened; re-raise errors after."""
-    trainer, t0 = job.trainer, time.perf_counter()
+    trainer = job.trainer
     status, error, tb, stopped = "completed", None, None, None
     reraise: BaseException | None = None
     try:
@@ -259,8 +258,7 @@ def _fit(cfg: DictConfig, out: Path, record: RunRecord, job: _Job) -> dict[str, 
         reraise = SystemExit(128 + signum)
     except Exception as exc:  # recorded, then raised: other jobs of a sweep keep running
         status, error, tb, reraise = "failed", _one_line(exc), traceback.format_exc(), exc
-    job.recorder.collect(trainer)
-    record.duration_s = time.perf_counter() - t0
+    job.recorder.collect(trainer)  # duration_s: since fit started
     at = stopped if stopped is not None else trainer.global_step
     record.finalize(status, stopped_at_step=at, error=error, traceback=tb)
     result = record.to_dict()

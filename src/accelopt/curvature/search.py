@@ -27,7 +27,7 @@ from .hvp import (
     trainable_mask,
 )
 
-__all__ = ["SearchResult", "lanczos", "lanczos_step", "neon2"]
+__all__ = ["SearchResult", "lanczos", "lanczos_step", "neon2", "random_unit"]
 
 
 class LinearOperator(Protocol):
@@ -101,6 +101,22 @@ def _tridiag(alphas: list[float], betas: list[float]) -> Tensor:
     return T
 
 
+def random_unit(
+    op: LinearOperator,
+    dim: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """A uniformly random unit vector inside ``op.mask`` (the trainable entries), if it has one."""
+    r = _randn(dim, dtype, device, generator)
+    mask = getattr(op, "mask", None)
+    q = _unit(r if mask is None else r * mask.to(r))
+    q = _unit(r) if q is None else q
+    assert q is not None
+    return q
+
+
 def _start(
     op: LinearOperator,
     dim: int,
@@ -109,17 +125,11 @@ def _start(
     v0: Tensor | None,
     generator: torch.Generator | None,
 ) -> Tensor:
-    """Lanczos's first vector: ``v0`` normalised, else a random unit vector inside ``op.mask``."""
+    """Lanczos's first vector: ``v0`` normalised, else :func:`random_unit`."""
     q = None
     if v0 is not None:
         q = _unit(v0.detach().to(dtype=dtype, device=device).reshape(-1))
-    mask = getattr(op, "mask", None)
-    if q is None:
-        r = _randn(dim, dtype, device, generator)
-        q = _unit(r if mask is None else r * mask.to(r))
-        q = _unit(r) if q is None else q
-    assert q is not None
-    return q
+    return random_unit(op, dim, dtype, device, generator) if q is None else q
 
 
 def _restart(

@@ -13,11 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-
 from accelopt.curvature.hvp import Closure, HessianOperator, flat_grad
 from accelopt.curvature.power import seed_power
-from accelopt.curvature.search import SearchResult, lanczos, neon2
+from accelopt.curvature.search import SearchResult, lanczos, neon2, random_unit
 from accelopt.optim.component import Batch, Component, Context, Probe, choice, count, positive
 
 __all__ = ["HVP_METHODS", "Lanczos", "Neon2", "RandomDirection", "Search", "SeedPower"]
@@ -206,7 +204,6 @@ class RandomDirection(Search):
     name: ClassVar[str] = "random"
     needs_reference: ClassVar[bool] = True
     search_batch: int = 256
-    eps_h: float = 0.0
     hvp_method: str = "double_backward"
 
     def __post_init__(self) -> None:
@@ -220,10 +217,8 @@ class RandomDirection(Search):
         self, ctx: Context, probe: Probe, batch: Batch | None
     ) -> tuple[SearchResult, Closure | None]:
         assert batch is not None and batch.op is not None
-        op, gen = batch.op, ctx.generator
-        r = torch.randn(op.dim, generator=gen, dtype=op.dtype, device=gen.device).to(op.device)
-        r = r * op.mask.to(r)
-        v = r / torch.linalg.vector_norm(r)
+        op = batch.op
+        v = random_unit(op, op.dim, op.dtype, op.device, ctx.generator)
         lam = float(v @ op.matvec(v).reshape(-1).to(v))
         batch.op = None  # free the retained first-order graph
         return SearchResult(lam, v, hvps=1, iters=1, method="random", candidate=v), batch.closure
