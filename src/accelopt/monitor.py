@@ -23,8 +23,10 @@ run recorder copies them into ``metrics.json`` under ``record_field``. ``exclude
 ``excluded_cpu_s`` are the cumulative wall and CPU seconds spent measuring (excluded from
 ``time/epoch_s`` and ``time/epoch_cpu_s``).
 
-Side effects: none on training. The model is put in eval mode while measuring (no BatchNorm
-statistic updates, no dropout) and its mode restored; derivatives are taken with
+Side effects: none on training. The model is put in eval mode while measuring (no dropout;
+BatchNorm normalises with its running statistics: the Hessian of the model as evaluated) and
+its mode restored; every forward runs on copies of the buffers, so no buffer changes
+(:func:`accelopt.curvature.buffers.call_keeping_buffers`); derivatives are taken with
 ``torch.autograd.grad`` (``.grad`` untouched); random starts come from a private generator
 seeded from ``(seed, step)``, never from torch's global one. Under DDP every rank measures the
 same full probe batch (not a shard) with the same seeded generator on its (synchronised)
@@ -46,6 +48,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from accelopt.curvature.buffers import call_keeping_buffers
 from accelopt.curvature.density import density_on_grid, slq
 from accelopt.curvature.hvp import HessianOperator, flat_grad
 from accelopt.curvature.search import lanczos
@@ -253,7 +256,7 @@ class CurvatureMonitor(L.Callback):
         try:
             with torch.enable_grad():
                 rec = measure_curvature(
-                    lambda a, b: criterion(pl_module(a), b),
+                    lambda a, b: criterion(call_keeping_buffers(pl_module, a), b),
                     pl_module.parameters(),
                     x,
                     y,

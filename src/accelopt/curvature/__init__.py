@@ -1,6 +1,7 @@
 """Hessian-vector products, negative-curvature searches, NC step rules and spectral densities
 (torch only)."""
 
+from .buffers import call_keeping_buffers
 from .density import SLQResult, density_on_grid, gauss_quadrature, lanczos_tridiagonal, slq
 from .hvp import HessianOperator, flat_grad, flatten, trainable_mask, unflatten_like
 from .power import seed_power
@@ -12,6 +13,7 @@ __all__ = [
     "NCStep",
     "SLQResult",
     "SearchResult",
+    "call_keeping_buffers",
     "density_on_grid",
     "flat_grad",
     "flatten",

@@ -125,7 +125,9 @@ class HessianOperator:
       ``torch.func.functional_call`` on ``module``. Limitations: ``module`` is required and every
       parameter in ``params`` must be one of its parameters; the closure must be ``torch.func``
       compatible (no ``.item()``/data-dependent Python control flow on tensors, no in-place updates
-      of captured tensors, e.g. BatchNorm running statistics in train mode); every product
+      of captured tensors, e.g. BatchNorm running statistics in train mode, unless the closure
+      calls the network through :func:`~accelopt.curvature.buffers.call_keeping_buffers`, as
+      ``ClassifierModule.probe``'s closures do); every product
       re-runs the forward and backward pass (no graph is shared between products).
     """
 

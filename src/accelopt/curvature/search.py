@@ -322,7 +322,7 @@ def neon2(
     until ‖x_t − x₀‖ ≥ r (``radius``, default 100σ) or the gradient budget is spent; then
     ``v = (x_t − x₀)/‖x_t − x₀‖``. The displacement is a power iteration on I − ηH, so it grows
     fastest along the most negative curvature (needs η < 2/λ_max to stay stable). The parameters
-    are moved (``vector_to_parameters``: ``p.data`` rebound to slices of a flat vector) and
+    are moved (``assign_flat``: ``p.data`` rebound to copies of slices of a flat vector) and
     restored exactly before returning; a :class:`HessianOperator` built before the call must not
     be used afterwards (autograd's version check would not notice): build operators after it.
 

@@ -106,9 +106,10 @@ def take_nc_step(
     64-sample g₀); None keeps ``direction``'s sign. ``accept=True`` needs ``closure``: the loss is
     evaluated before (unless ``loss_before`` is given) and after the step, under ``no_grad``; if
     it increased (or is not finite) the parameters are restored exactly and ``accepted=False``.
-    The parameters are set with ``torch.nn.utils.vector_to_parameters`` (each ``p.data`` rebound
-    to a slice of the new flat vector, no in-place update): a ``HessianOperator`` built before
-    the step must not be used after it (autograd's version check would not notice).
+    The parameters are set with :func:`~accelopt.curvature.hvp.assign_flat` (each ``p.data``
+    rebound to a copy of its slice of the new flat vector in ``p``'s memory format, no in-place
+    update): a ``HessianOperator`` built before the step must not be used after it (autograd's
+    version check would not notice).
     """
     params = list(params)
     if accept and closure is None:

@@ -39,6 +39,8 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torchmetrics.classification import MulticlassAccuracy
 
+from accelopt.curvature.buffers import call_keeping_buffers
+
 LossClosure = Callable[[], Tensor]
 MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 
@@ -114,11 +116,16 @@ class ClassifierModule(L.LightningModule):
         trainer = self._trainer
         return trainer is not None and trainer.world_size > 1
 
-    def _closure(self, x: Tensor, y: Tensor, check: bool) -> LossClosure:
+    def _closure(
+        self, x: Tensor, y: Tensor, check: bool, keep_buffers: bool = False
+    ) -> LossClosure:
+        """The loss closure of ``(x, y)``; ``keep_buffers``: its forwards never change the
+        network's buffers (BatchNorm running statistics; :func:`call_keeping_buffers`)."""
         x = self._input(x)
 
         def closure() -> Tensor:
-            loss = self.criterion(self.net(x), y)
+            out = call_keeping_buffers(self.net, x) if keep_buffers else self.net(x)
+            loss = self.criterion(out, y)
             if check and not torch.isfinite(loss):
                 raise Diverged(self.global_step, float(loss.detach()))
             return loss
@@ -126,9 +133,13 @@ class ClassifierModule(L.LightningModule):
         return closure
 
     def probe(self, n: int) -> LossClosure:
-        """A loss closure over ``n`` fresh training samples (this rank's share under DDP)."""
+        """A loss closure over ``n`` fresh training samples (this rank's share under DDP).
+
+        Probes serve only the NC machinery, so their forwards keep the buffers: BatchNorm's
+        running statistics move with the base step's minibatch forward alone, as in plain
+        training (in training mode, BatchNorm normalises a probe with its own statistics)."""
         x, y = self.trainer.datamodule.probe(n)
-        return self._closure(x.to(self.device), y.to(self.device), check=False)
+        return self._closure(x.to(self.device), y.to(self.device), check=False, keep_buffers=True)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         opt = self.optimizers()

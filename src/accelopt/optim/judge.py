@@ -36,9 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
-from torch.nn.utils import vector_to_parameters
 
-from accelopt.curvature.hvp import Closure, HessianOperator
+from accelopt.curvature.hvp import Closure, HessianOperator, assign_flat
 from accelopt.optim.step import reduce_loss
 
 if TYPE_CHECKING:
@@ -74,18 +73,19 @@ def heldout_judge(
 ) -> tuple[float, float]:
     """``(κ_H, Δ_H)`` of the NC step just kept, from θ₀ = ``before`` (flat) to the current θ₁.
 
-    Leaves the parameters at exactly the θ₁ they had (same values, bit for bit).
+    Leaves the parameters at exactly the θ₁ they had (same values, bit for bit, in their own
+    memory format: ``channels_last`` weights stay ``channels_last``).
     """
     params = opt.params()
     after = opt.flat_params()  # a copy
     with torch.no_grad():
         loss = closure().detach().reshape(1)
     loss_after = float((loss if opt.reduce is None else opt.reduce(loss))[0])
-    vector_to_parameters(before, params)
+    assign_flat(before, params)
     try:
         curvature, loss_before = curvature_on(opt, closure, v)
     finally:
-        vector_to_parameters(after, params)
+        assign_flat(after, params)
     return curvature, loss_after - loss_before
 
 
