@@ -1,8 +1,9 @@
 """Networks and the LightningModule that trains them in manual optimization."""
 
 from accelopt.models.cnn import ReportCNN
+from accelopt.models.resnet import CifarResNet
 
-__all__ = ["ReportCNN", "ClassifierModule"]
+__all__ = ["CifarResNet", "ReportCNN", "ClassifierModule"]
 
 
 def __getattr__(name: str):  # keep `import accelopt.models.cnn` free of Lightning
