@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from accelopt.models import CifarResNet, ReportCNN
+from accelopt.models import MLP, CifarResNet, ReportCNN, torchvision_classifier
 from accelopt.models.resnet import PadShortcut
 
 
@@ -81,3 +81,86 @@ def test_resnet20_trains_on_cifar_shaped_data(make_cfg):
         "dataset.mean=[0.5,0.5,0.5]", "dataset.std=[0.25,0.25,0.25]",
     )  # fmt: skip
     assert rec["final"]["test/acc"] is not None
+
+
+# -- MLP ----------------------------------------------------------------------------------------
+def test_mlp_parameter_count_is_the_closed_form():
+    m = MLP(in_channels=1, num_classes=10, image_size=28, width=256, depth=2)
+    assert n_params(m) == (784 * 256 + 256) + (256 * 256 + 256) + (256 * 10 + 10)
+    assert m(torch.zeros(4, 1, 28, 28)).shape == (4, 10)
+    custom = MLP(in_channels=3, num_classes=5, image_size=8, widths=[32, 16])
+    assert n_params(custom) == (192 * 32 + 32) + (32 * 16 + 16) + (16 * 5 + 5)
+    assert n_params(MLP(in_channels=3, image_size=32, depth=0)) == 3072 * 10 + 10
+
+
+def test_mlp_softplus_and_bad_widths():
+    assert isinstance(MLP(activation="softplus").layers[2], torch.nn.Softplus)
+    with pytest.raises(ValueError, match=r"widths \[0\] are invalid"):
+        MLP(widths=[0])
+
+
+# -- torchvision classifiers ------------------------------------------------------------------
+def test_torchvision_resnet18_gets_a_small_stem_for_grey_images():
+    import torchvision
+
+    m = torchvision_classifier("resnet18", in_channels=1, num_classes=7, image_size=28)
+    ref = torchvision.models.resnet18(num_classes=7)  # the ImageNet stem: 7×7/2 conv, max-pool
+    assert m.conv1.kernel_size == (3, 3) and m.conv1.stride == (1, 1) and m.conv1.in_channels == 1
+    assert isinstance(m.maxpool, torch.nn.Identity)
+    # only the stem conv differs: 64·1·3·3 weights instead of 64·3·7·7
+    assert n_params(m) == n_params(ref) - 64 * 3 * 7 * 7 + 64 * 1 * 3 * 3
+    assert m(torch.zeros(2, 1, 28, 28)).shape == (2, 7)
+
+
+def test_torchvision_other_family_gets_its_first_conv_in_channels():
+    m = torchvision_classifier("mobilenet_v2", in_channels=1, num_classes=4, image_size=28)
+    first = next(x for x in m.modules() if isinstance(x, torch.nn.Conv2d))
+    assert first.in_channels == 1 and first.stride == (2, 2)  # strided stem kept
+    assert m(torch.zeros(2, 1, 28, 28)).shape == (2, 4)
+
+
+def test_torchvision_dry_run_leaves_rng_and_batchnorm_statistics_alone():
+    torch.manual_seed(0)
+    m = torchvision_classifier("resnet18", in_channels=3, num_classes=10, image_size=16)
+    after = torch.rand(1)
+    torch.manual_seed(0)
+    torchvision_classifier("resnet18", in_channels=3, num_classes=10, image_size=16)
+    assert torch.equal(torch.rand(1), after)
+    assert int(m.bn1.num_batches_tracked) == 0 and torch.equal(m.bn1.running_mean, torch.zeros(64))
+
+
+@pytest.mark.parametrize(
+    ("name", "c", "s", "match"),
+    [
+        ("alexnet", 3, 32, r"model.name='alexnet' cannot classify 3×32×32 images"),
+        ("vit_b_16", 1, 28, r"model.name='vit_b_16' cannot classify 1×28×28"),
+        ("resnet_18", 3, 32, r"model.name='resnet_18' is not a torchvision classifier"),
+    ],
+)
+def test_torchvision_refuses_with_one_line(name, c, s, match):
+    with pytest.raises(ValueError, match=match) as info:
+        torchvision_classifier(name, in_channels=c, num_classes=10, image_size=s)
+    assert "\n" not in str(info.value)
+
+
+# -- every model through the real train() ------------------------------------------------------
+def test_mlp_trains_with_input_size_from_the_data_set(make_cfg):
+    rec = _train_tiny(make_cfg, "model=mlp", "model.width=32", "model.depth=1")
+    assert rec["final"]["test/acc"] is not None
+
+
+def test_torchvision_resnet18_trains(make_cfg):
+    rec = _train_tiny(
+        make_cfg, "model=torchvision", "model.name=resnet18", "dataset.in_channels=3",
+        "dataset.mean=[0.5,0.5,0.5]", "dataset.std=[0.25,0.25,0.25]", "dataset.batch_size=16",
+    )  # fmt: skip
+    assert rec["final"]["test/acc"] is not None
+
+
+def test_unusable_torchvision_model_is_a_config_error(make_cfg):
+    from accelopt.config import ConfigError
+    from accelopt.train import train
+
+    cfg = make_cfg("model=torchvision", "model.name=alexnet")
+    with pytest.raises(ConfigError, match=r"model.name='alexnet' cannot classify 1×12×12"):
+        train(cfg)

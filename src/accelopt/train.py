@@ -209,6 +209,16 @@ def _already_done(cfg: DictConfig, out: Path, point: ResumePoint) -> RunRecord |
     return None if more_epochs or more_steps else earlier
 
 
+def _build_net(cfg: DictConfig) -> torch.nn.Module:
+    """The network of ``cfg.model``; a constructor's one-line ValueError becomes a ConfigError."""
+    try:
+        return instantiate(cfg.model)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ValueError):
+            raise ConfigError(f"{err.__cause__} (model={cfg.model._target_})") from None
+        raise
+
+
 def _prepare(cfg: DictConfig, out: Path, record: RunRecord) -> _Job | RunRecord:
     """Check everything and build the job; or the earlier record if the run is already done."""
     check_config(cfg)
@@ -228,7 +238,7 @@ def _prepare(cfg: DictConfig, out: Path, record: RunRecord) -> _Job | RunRecord:
     datamodule.prepare_data()  # data errors (missing files, failed download) surface here,
     datamodule.setup("fit")  # before any model or trainer is built
     module = ClassifierModule(
-        net=instantiate(cfg.model),
+        net=_build_net(cfg),
         optimizer=instantiate(cfg.optimizer),
         num_classes=cfg.dataset.num_classes,
         memory_format=cfg.hardware.get("memory_format", "contiguous"),

@@ -1,9 +1,11 @@
 """Networks and the LightningModule that trains them in manual optimization."""
 
 from accelopt.models.cnn import ReportCNN
+from accelopt.models.mlp import MLP
 from accelopt.models.resnet import CifarResNet
+from accelopt.models.torchvision_models import torchvision_classifier
 
-__all__ = ["CifarResNet", "ReportCNN", "ClassifierModule"]
+__all__ = ["MLP", "CifarResNet", "ReportCNN", "ClassifierModule", "torchvision_classifier"]
 
 
 def __getattr__(name: str):  # keep `import accelopt.models.cnn` free of Lightning
