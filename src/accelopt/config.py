@@ -6,9 +6,10 @@ import math
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
-from accelopt.data.sources import SOURCES
+from accelopt.data.sources import SOURCES, DataSourceError
 from accelopt.models.module import needs_hvp
 
 HALF_PRECISIONS = ("16-mixed", "16", "16-true", 16)
@@ -76,12 +77,12 @@ def _check_optimizer_values(cfg: DictConfig) -> None:
 
 def _check_dataset(cfg: DictConfig) -> None:
     ds = cfg.dataset
-    for key in ("batch_size", "eval_batch_size"):
+    for key, example in (("batch_size", 128), ("eval_batch_size", 1000)):
         value = ds.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(
                 f"dataset.{key}={value!r} is invalid: it must be an integer >= 1 "
-                "(the report used batch 128), e.g. dataset.batch_size=128."
+                f"(the report used batch 128), e.g. dataset.{key}={example}."
             )
     if ds.source not in SOURCES:
         raise ConfigError(
@@ -98,12 +99,26 @@ def _check_dataset(cfg: DictConfig) -> None:
             f"dataset.data_dir={str(ds.data_dir)!r} does not exist (resolved from "
             f"{str(Path.cwd())!r}); source={ds.source} needs {hint} there."
         )
+    _resolve_dataset(ds)
     val_size = ds.get("val_size", 0)
     if not _is_int(val_size) or val_size < 0:
         raise ConfigError(
             f"dataset.val_size={val_size!r} is invalid: it must be an integer >= 0 (training "
             "images held out for validation; 0 trains on all of them), e.g. dataset.val_size=5000."
         )
+
+
+def _resolve_dataset(ds: DictConfig) -> None:
+    """Resolve the dataset's interpolations; a data error in a resolver surfaces as its line."""
+    try:
+        OmegaConf.to_container(ds, resolve=True)
+    except InterpolationResolutionError as err:  # e.g. ${accelopt.folder:...} (dataset=folder)
+        cause: BaseException | None = err
+        while cause is not None and not isinstance(cause, DataSourceError):
+            cause = cause.__cause__ or cause.__context__  # OmegaConf chains it implicitly
+        if cause is not None:
+            raise cause from None
+        raise
 
 
 def _check_optimizer(cfg: DictConfig) -> object:

