@@ -19,6 +19,7 @@ once per process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -96,10 +97,8 @@ def folder_info(data_dir: str | None, cache_dir: str | None = None) -> dict[str,
     if info is None:
         info = _measure(root, cache, paths, y, classes)
         if info_file is not None:
-            try:
+            with contextlib.suppress(OSError):  # a read-only cache costs measuring again
                 atomic_write(info_file, json.dumps(info, indent=1))
-            except OSError:
-                pass  # a read-only cache only costs measuring again
     _memo[memo_key] = info
     return info
 
