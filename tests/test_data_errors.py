@@ -312,3 +312,23 @@ def test_corrupt_jpeg_on_the_command_line_is_one_line_exit_2(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if "accelopt: error:" in line]
     assert len(lines) == 1 and repr(str(bad)) in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_image_folder_with_fewer_classes_than_num_classes_is_refused(tmp_path):
+    root = _tree(tmp_path / "d", n=1)  # two class folders
+    dm = ClassificationDataModule(
+        name="pets", source="image_folder", data_dir=str(root), in_channels=3, image_size=8,
+        mean=[0.5] * 3, std=[0.5] * 3, num_classes=10, val_size=0,
+    )  # fmt: skip
+    with pytest.raises(DataSourceError, match=r"has 2 classes, but dataset.num_classes=10") as info:
+        dm.setup("fit")
+    _raises_one_line(info)
+
+
+def test_eval_batch_size_error_names_eval_batch_size(make_cfg):
+    from accelopt.config import ConfigError, check_config
+
+    with pytest.raises(ConfigError, match=r"^dataset.eval_batch_size=0 is invalid") as info:
+        check_config(make_cfg("dataset.eval_batch_size=0"))
+    assert "dataset.batch_size" not in str(info.value)
+    assert "e.g. dataset.eval_batch_size=" in str(info.value)

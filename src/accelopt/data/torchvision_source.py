@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from accelopt.data.sources import DataSourceError
+from accelopt.data.sources import SOURCES, DataSourceError
 
 Splits = tuple[Tensor, Tensor, Tensor, Tensor]
 EXAMPLES = "MNIST, FashionMNIST, KMNIST, CIFAR10, CIFAR100, SVHN"
@@ -153,9 +153,10 @@ def load_torchvision(
         detail = " ".join(str(err).split())[:300]
         if download:
             raise DataSourceError(
-                f"dataset.download=true but getting {name} ({class_name}) into {str(root)!r} "
-                f"failed ({detail}). Check the network connection, or place the files there by "
-                "hand and set download=false."
+                f"dataset.download=true but downloading {name} ({class_name}) into "
+                f"{str(root)!r} failed ({detail}). Check the network connection, place the "
+                f"files there by hand and set download=false, or use another dataset.source "
+                f"(one of {', '.join(SOURCES)})."
             ) from err
         raise DataSourceError(
             f"torchvision's {class_name} files for dataset {name!r} were not found or not "
