@@ -164,3 +164,46 @@ def test_unusable_torchvision_model_is_a_config_error(make_cfg):
     cfg = make_cfg("model=torchvision", "model.name=alexnet")
     with pytest.raises(ConfigError, match=r"model.name='alexnet' cannot classify 1×12×12"):
         train(cfg)
+
+
+# -- the model in run folder names ----------------------------------------------------------------
+def test_model_tag_is_empty_for_the_default_model_only():
+    from accelopt.models.tag import model_tag
+
+    assert model_tag("cnn", "cnn", None) == ""
+    assert model_tag("cnn", "resnet20", None) == "_resnet20"
+    assert model_tag("cnn", "torchvision", "resnet18") == "_torchvision-resnet18"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "run_end", "sweep_end"),
+    [
+        ([], "_synthetic_heavyball", "0_heavyball_lr0.02_seed1"),
+        (["model=mlp"], "_synthetic_mlp_heavyball", "0_heavyball_mlp_lr0.02_seed1"),
+        (
+            ["model=torchvision", "model.name=vgg11"],
+            "_synthetic_torchvision-vgg11_heavyball",
+            "0_heavyball_torchvision-vgg11_lr0.02_seed1",
+        ),
+    ],
+)
+def test_run_folder_names_the_model_unless_it_is_the_default(overrides, run_end, sweep_end):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf, open_dict
+
+    from accelopt.train import CONFIG_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+        cfg = compose(
+            "train", overrides=["dataset=synthetic", *overrides], return_hydra_config=True
+        )
+    OmegaConf.set_readonly(cfg.hydra, False)
+    with open_dict(cfg):
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    assert cfg.hydra.run.dir.endswith(run_end)
+    assert cfg.hydra.sweep.subdir == sweep_end
+    GlobalHydra.instance().clear()

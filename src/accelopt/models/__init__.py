@@ -3,7 +3,10 @@
 from accelopt.models.cnn import ReportCNN
 from accelopt.models.mlp import MLP
 from accelopt.models.resnet import CifarResNet
+from accelopt.models.tag import register_resolver
 from accelopt.models.torchvision_models import torchvision_classifier
+
+register_resolver()  # ${accelopt.model_tag:...}: the run folder names in conf/train.yaml
 
 __all__ = ["MLP", "CifarResNet", "ReportCNN", "ClassifierModule", "torchvision_classifier"]
 
