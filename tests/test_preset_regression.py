@@ -79,8 +79,9 @@ def test_the_fingerprint_names_what_decides_rounding() -> None:
     here = {"platform": reg.fingerprint()}
     assert reg.same_platform(here)
     assert not reg.same_platform({})  # a reference without a fingerprint: tolerant
-    for key, value in (("cpu", "x"), ("torch", "0"), ("threads", 2), ("cpu_capability", "AVX2")):
-        assert not reg.same_platform({"platform": {**here["platform"], key: value}}), key
+    for key in ("cpu", "cpu_flags_sha256", "torch", "cpu_capability", "onednn", "threads"):
+        altered = {**here["platform"], key: f"not {here['platform'][key]}"}
+        assert not reg.same_platform({"platform": altered}), key
 
 
 def test_rounding_passes_the_tolerance_but_not_bit_identity(runs: dict[str, dict]) -> None:
