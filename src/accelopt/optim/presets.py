@@ -26,7 +26,8 @@ CNN on real MNIST, batch 128, lr 0.02; docs/benchmarks.md):
 - :class:`CarmonStep`: α = min(2|λ|/L₂, **0.3**) with L₂ = 1 and the acceptance test (3 halvings):
   α = 0.5 raised the held-out loss, α ≤ 0.3 lowered it (4 of 4 reps at b = 256).
 - ``every = 500``: such a phase costs about 45 training steps; at MNIST's 469 steps per epoch this
-  is one phase per epoch (≈ 3–5 % of the training time measured).
+  is one phase per epoch: 5.9–9.6 % of the training time measured (MNIST grid, seed 2, all four
+  learning rates; docs/results.md, "Cost, now").
 """
 
 from __future__ import annotations
@@ -141,7 +142,8 @@ class GOSE(_Preset):
     - ``variant="improved"`` (default): ``K = 500``, ``NoiseCheck``, ``Lanczos`` (≤ 10 HVPs on 256
       samples, ``ε_H = 0.2``) verified on 256 fresh samples, ``CarmonStep``
       (``α = min(2|λ|/L₂, 0.3)``, acceptance test on a fresh batch). On
-      MNIST (batch 128) one phase per epoch, ≈ 3–5 % of the training time; in 2 epochs × 2 seeds
+      MNIST (batch 128) one phase per epoch, 5.9–9.6 % of the training time (6-epoch grid; ≈ 3–5 %
+      in the 2-epoch validation runs); in 2 epochs × 2 seeds
       its one direction per run failed verification (no NC step: the trajectory of heavy ball).
 
     μ = ``momentum`` (0.9), γ = ``lr``.
