@@ -213,6 +213,7 @@ class RunRecord:
     world_size: int = 1
     resumed_from: str | None = None
     param_digests: list[str] = field(default_factory=list)
+    env: dict[str, Any] = field(default_factory=dict)  # where it ran: CUDA_VISIBLE_DEVICES
     schema: int = SCHEMA_VERSION
 
     # ------------------------------------------------------------------ filling
@@ -344,6 +345,7 @@ class RunRecord:
             world_size=world,
             resumed_from=c.optional_text("resumed_from"),
             param_digests=list(digests),
+            env=dict(c.typed("env", dict, dict, "an object")),
         )
 
     @classmethod
@@ -387,4 +389,5 @@ _KEYS = (
     "world_size",
     "resumed_from",
     "param_digests",
+    "env",
 )

@@ -11,6 +11,7 @@ and then raised, so in a multirun the other jobs still run and keep their result
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import traceback
@@ -152,6 +153,7 @@ def _new_record(cfg: DictConfig, out: Path) -> RunRecord:
         overrides=overrides,
         config=_container(cfg),
         output_dir=str(out),
+        env={"CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES")},
     )
 
 

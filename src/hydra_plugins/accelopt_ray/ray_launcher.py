@@ -1,0 +1,107 @@
+"""Hydra's Ray launcher with accelopt's per-job resources and resume-on-retry.
+
+Hydra's ``RayLauncher`` (hydra-ray-launcher) sends each sweep job to Ray as one task with the
+options of ``ray.remote``; Ray places it where its resources are free and sets the task's
+``CUDA_VISIBLE_DEVICES`` from the GPUs it was given. This subclass only fills in what depends on
+the sweep, before handing it on unchanged:
+
+- ``ray.remote.num_gpus`` (if null) = 1 / ``jobs_per_gpu``: Ray runs at most k jobs per GPU;
+- ``ray.remote.num_cpus`` (if null) = ``hardware.num_threads`` (1 when that is null);
+- ``ckpt_path=last`` is added to every job whose overrides do not set ``ckpt_path``: a task that
+  Ray retries after its worker died (``ray.remote.max_retries``) resumes from its own
+  ``checkpoints/last.ckpt`` (none yet: a fresh start; a changed config is refused by the
+  checkpoint's identity).
+
+The configs are ``conf/hydra/launcher/ray.yaml`` (this node) and ``ray_cluster.yaml`` (a running
+Ray cluster).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from hydra.core.utils import JobReturn
+from omegaconf import DictConfig, open_dict
+
+from hydra_plugins.hydra_ray_launcher.ray_launcher import RayLauncher
+
+__all__ = ["AccelOptRayLauncher", "job_resources", "with_resume"]
+
+
+def _error(message: str) -> Exception:
+    from accelopt.config import ConfigError  # lazy: Hydra imports every plugin at start-up
+
+    return ConfigError(message)
+
+
+def job_resources(jobs_per_gpu: Any, num_threads: Any) -> dict[str, float]:
+    """Ray resources of one job: ``num_gpus`` = 1/jobs_per_gpu, ``num_cpus`` = num_threads (or 1)."""
+    k = jobs_per_gpu
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise _error(
+            f"hydra.launcher.jobs_per_gpu={k!r} is invalid: it must be an integer >= 1 (jobs that "
+            "share one GPU), e.g. hydra.launcher.jobs_per_gpu=2."
+        )
+    threads = 1 if num_threads is None else num_threads
+    return {"num_gpus": 1 / k, "num_cpus": threads}
+
+
+def with_resume(overrides: Sequence[str]) -> list[str]:
+    """``overrides`` plus ``ckpt_path=last`` unless they set ``ckpt_path`` themselves."""
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    return list(overrides) if "ckpt_path" in keys else [*overrides, "ckpt_path=last"]
+
+
+class AccelOptRayLauncher(RayLauncher):
+    """``RayLauncher`` plus ``jobs_per_gpu`` and ``ckpt_path=last`` (see the module docstring)."""
+
+    def __init__(self, ray: DictConfig, jobs_per_gpu: int = 1) -> None:
+        super().__init__(ray)
+        self.jobs_per_gpu = jobs_per_gpu
+
+    def _fill_resources(self) -> None:
+        assert self.config is not None
+        threads = self.config.get("hardware", {}).get("num_threads")
+        need = job_resources(self.jobs_per_gpu, threads)
+        remote = self.ray_cfg.remote
+        with open_dict(remote):
+            for key, value in need.items():
+                if remote.get(key) is None:
+                    remote[key] = value
+
+    def _check_local_gpus(self) -> None:
+        """On this node (``address: null``), refuse a sweep no GPU could ever run."""
+        if self.ray_cfg.init.get("address") is not None or not self.ray_cfg.remote.num_gpus:
+            return
+        import ray
+
+        from hydra_plugins.hydra_ray_launcher._launcher_util import start_ray
+
+        start_ray(self.ray_cfg.init)
+        if ray.cluster_resources().get("GPU", 0) == 0:
+            raise _error(
+                "hydra/launcher=ray: Ray finds no GPU on this node, so no job could start. On a "
+                "CPU machine sweep with hydra/launcher=joblib; to declare GPUs Ray cannot see, "
+                "set hydra.launcher.ray.init.num_gpus=N."
+            )
+
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
+        from accelopt.config import ConfigError
+
+        try:
+            self._fill_resources()
+            self._check_local_gpus()
+        except ConfigError as err:
+            print(f"accelopt: error: {err}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        remote = self.ray_cfg.remote
+        print(
+            f"[accelopt] Ray: {len(job_overrides)} jobs, each num_gpus={remote.num_gpus:g} "
+            f"num_cpus={remote.num_cpus:g}, max_retries={remote.get('max_retries')}",
+            flush=True,
+        )
+        return super().launch([with_resume(o) for o in job_overrides], initial_job_idx)
