@@ -27,7 +27,7 @@ from omegaconf import DictConfig, open_dict
 
 from hydra_plugins.hydra_ray_launcher.ray_launcher import RayLauncher
 
-__all__ = ["AccelOptRayLauncher", "job_resources", "with_resume"]
+__all__ = ["AccelOptRayLauncher", "check_hardware", "job_resources", "with_resume"]
 
 
 def _error(message: str) -> Exception:
@@ -46,6 +46,24 @@ def job_resources(jobs_per_gpu: Any, num_threads: Any) -> dict[str, float]:
         )
     threads = 1 if num_threads is None else num_threads
     return {"num_gpus": 1 / k, "num_cpus": threads}
+
+
+def check_hardware(config: DictConfig) -> None:
+    """Refuse hardware with several processes per job (``hardware=ddp``, ``ddp_cpu``).
+
+    Lightning starts the extra DDP ranks by running the job's command line again, and a Ray
+    task has none of its own (inside a Hydra multirun ``accelopt.train`` refuses it too).
+    """
+    hw = config.get("hardware") or {}
+    devices, nodes = hw.get("devices", 1), hw.get("num_nodes", 1)
+    if devices != 1 or nodes != 1:
+        raise _error(
+            f"hardware.devices={devices} (num_nodes={nodes}) cannot be used with "
+            "hydra/launcher=ray*: each Ray job is one process (Lightning would start the other "
+            "DDP ranks by re-running a command line the Ray worker does not have). Use "
+            "hardware=gpu or hardware=cpu (one device per job), or run DDP jobs on SLURM "
+            "(hydra/launcher=slurm)."
+        )
 
 
 def with_resume(overrides: Sequence[str]) -> list[str]:
@@ -93,6 +111,8 @@ class AccelOptRayLauncher(RayLauncher):
         from accelopt.config import ConfigError
 
         try:
+            assert self.config is not None
+            check_hardware(self.config)
             self._fill_resources()
             self._check_local_gpus()
         except ConfigError as err:
