@@ -134,7 +134,9 @@ APP = textwrap.dedent(
     """
 )
 # ckpt_path: the launcher adds ckpt_path=last to every job (accelopt.train's key)
-APP_CONFIG = "job: 0\nfail: -1\nsleep: 1.0\nout: .\nckpt_path: null\nhydra:\n  job:\n    chdir: false\n"
+APP_CONFIG = (
+    "job: 0\nfail: -1\nsleep: 1.0\nout: .\nckpt_path: null\nhydra:\n  job:\n    chdir: false\n"
+)
 
 
 def _peak_per_device(records: list[dict], device: str) -> int:

@@ -13,9 +13,8 @@ Override any key on the command line, e.g. ``hydra.launcher.jobs_per_gpu=2`` or
 from dataclasses import dataclass, field
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
-
 import hydra_plugins.hydra_ray_launcher._config  # noqa: F401 - registers the plugin's schema first
+from hydra.core.config_store import ConfigStore
 
 TARGET = "hydra_plugins.accelopt_ray.ray_launcher.AccelOptRayLauncher"
 

@@ -23,9 +23,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from hydra.core.utils import JobReturn
-from omegaconf import DictConfig, open_dict
-
 from hydra_plugins.hydra_ray_launcher.ray_launcher import RayLauncher
+from omegaconf import DictConfig, open_dict
 
 __all__ = ["AccelOptRayLauncher", "check_hardware", "job_resources", "with_resume"]
 
@@ -94,7 +93,6 @@ class AccelOptRayLauncher(RayLauncher):
         if self.ray_cfg.init.get("address") is not None or not self.ray_cfg.remote.num_gpus:
             return
         import ray
-
         from hydra_plugins.hydra_ray_launcher._launcher_util import start_ray
 
         start_ray(self.ray_cfg.init)
