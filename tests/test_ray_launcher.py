@@ -122,6 +122,8 @@ APP = textwrap.dedent(
     @hydra.main(version_base="1.3", config_path="conf", config_name="config")
     def main(cfg):
         t0 = time.time()
+        if cfg.job == cfg.crash:
+            os._exit(3)  # the worker process dies
         time.sleep(cfg.sleep)
         record = {"job": cfg.job, "device": os.environ.get("CUDA_VISIBLE_DEVICES"),
                   "t0": t0, "t1": time.time()}
@@ -135,7 +137,8 @@ APP = textwrap.dedent(
 )
 # ckpt_path: the launcher adds ckpt_path=last to every job (accelopt.train's key)
 APP_CONFIG = (
-    "job: 0\nfail: -1\nsleep: 1.0\nout: .\nckpt_path: null\nhydra:\n  job:\n    chdir: false\n"
+    "job: 0\nfail: -1\ncrash: -1\nsleep: 1.0\nout: .\nckpt_path: null\n"
+    "hydra:\n  job:\n    chdir: false\n"
 )
 
 
@@ -153,8 +156,9 @@ def _peak_per_device(records: list[dict], device: str) -> int:
 
 
 @pytest.mark.slow
-def test_two_jobs_per_gpu_and_a_failing_job(tmp_path: Path) -> None:
-    """8 jobs, 2 fake GPUs x jobs_per_gpu=2: <= 2 at once per device; job 2 fails, all ran."""
+def test_two_jobs_per_gpu_a_failing_job_and_a_dead_worker(tmp_path: Path) -> None:
+    """8 jobs, 2 fake GPUs x jobs_per_gpu=2: <= 2 at once per device. Job 2 raises, job 5 kills
+    its worker (no retries): both are reported, every other job ran."""
     (tmp_path / "conf").mkdir()
     (tmp_path / "conf" / "config.yaml").write_text(APP_CONFIG)
     (tmp_path / "app.py").write_text(APP)
@@ -163,7 +167,8 @@ def test_two_jobs_per_gpu_and_a_failing_job(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "app.py", "-m", "hydra/launcher=ray", "hydra.launcher.jobs_per_gpu=2",
          "hydra.launcher.ray.init.num_cpus=8", "hydra.launcher.ray.init.num_gpus=2",
-         f"out={out}", f"hydra.sweep.dir={tmp_path / 'sweep'}", "job=range(8)", "fail=2"],
+         "hydra.launcher.ray.remote.max_retries=0", f"out={out}",
+         f"hydra.sweep.dir={tmp_path / 'sweep'}", "job=range(8)", "fail=2", "crash=5"],
         cwd=tmp_path, env={**os.environ, "HYDRA_FULL_ERROR": "0"},
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -172,7 +177,7 @@ def test_two_jobs_per_gpu_and_a_failing_job(tmp_path: Path) -> None:
     records = sorted(
         (json.loads(p.read_text()) for p in out.glob("job*.json")), key=lambda r: r["job"]
     )
-    assert [r["job"] for r in records] == list(range(8))  # ... and every job ran
+    assert [r["job"] for r in records] == [0, 1, 2, 3, 4, 6, 7]  # ... and the others ran
     assert {r["device"] for r in records} == {"0", "1"}
     peaks = [_peak_per_device(records, d) for d in ("0", "1")]
     assert max(peaks) <= 2, peaks

@@ -1,19 +1,21 @@
-"""Hydra's Ray launcher with accelopt's per-job resources and resume-on-retry.
+"""Hydra's Ray launcher with accelopt's per-job resources, resume-on-retry and crash isolation.
 
-Hydra's ``RayLauncher`` (hydra-ray-launcher) sends each sweep job to Ray as one task with the
+Hydra's Ray launcher (hydra-ray-launcher) sends each sweep job to Ray as one task with the
 options of ``ray.remote``; Ray places it where its resources are free and sets the task's
-``CUDA_VISIBLE_DEVICES`` from the GPUs it was given. This subclass only fills in what depends on
-the sweep, before handing it on unchanged:
+``CUDA_VISIBLE_DEVICES`` from the GPUs it was given. This subclass launches the same way (the
+plugin's ``start_ray`` and ``launch_job_on_ray``), and adds:
 
 - ``ray.remote.num_gpus`` (if null) = 1 / ``jobs_per_gpu``: Ray runs at most k jobs per GPU;
 - ``ray.remote.num_cpus`` (if null) = ``hardware.num_threads`` (1 when that is null);
-- ``ckpt_path=last`` is added to every job whose overrides do not set ``ckpt_path``: a task that
-  Ray retries after its worker died (``ray.remote.max_retries``) resumes from its own
+- ``ckpt_path=last`` on every job whose overrides do not set ``ckpt_path``: a task that Ray
+  retries after its worker died (``ray.remote.max_retries``) resumes from its own
   ``checkpoints/last.ckpt`` (none yet: a fresh start; a changed config is refused by the
-  checkpoint's identity).
+  checkpoint's identity);
+- a job whose worker died on every try is that job's failure, not the sweep's end (the plugin's
+  ``ray.get`` would raise and stop the jobs still running);
+- one-line refusals, before Ray starts, of multi-process hardware and of a GPU-less node.
 
-The configs are ``conf/hydra/launcher/ray.yaml`` (this node) and ``ray_cluster.yaml`` (a running
-Ray cluster).
+The configs ``hydra/launcher=ray`` and ``ray_cluster`` are in :mod:`.config`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from hydra.core.utils import JobReturn
+from hydra.core.utils import JobReturn, JobStatus
 from hydra_plugins.hydra_ray_launcher.ray_launcher import RayLauncher
 from omegaconf import DictConfig, open_dict
 
@@ -122,4 +124,44 @@ class AccelOptRayLauncher(RayLauncher):
             f"num_cpus={remote.num_cpus:g}, max_retries={remote.get('max_retries')}",
             flush=True,
         )
-        return super().launch([with_resume(o) for o in job_overrides], initial_job_idx)
+        return self._run([with_resume(o) for o in job_overrides], initial_job_idx)
+
+    def _run(self, job_overrides: list[list[str]], initial_job_idx: int) -> list[JobReturn]:
+        """The plugin's launch, except that a job whose worker died on every try (Ray raises
+        instead of returning) becomes that job's failed result: the other jobs run on."""
+        import ray
+        from hydra.core.singleton import Singleton
+        from hydra.core.utils import configure_log, filter_overrides, setup_globals
+        from hydra_plugins.hydra_ray_launcher._launcher_util import launch_job_on_ray, start_ray
+
+        assert self.config is not None and self.hydra_context is not None
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        start_ray(self.ray_cfg.init)
+        runs = []
+        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+            print(f"[accelopt] Ray job #{idx}: {' '.join(filter_overrides(overrides))}", flush=True)
+            job_cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+            with open_dict(job_cfg):
+                job_cfg.hydra.job.id = f"ray_job_{idx}"
+                job_cfg.hydra.job.num = idx
+            runs.append(
+                launch_job_on_ray(
+                    self.hydra_context,
+                    self.ray_cfg.remote,
+                    job_cfg,
+                    self.task_function,
+                    Singleton.get_state(),
+                )
+            )
+        return [_result(run, o, ray) for run, o in zip(runs, job_overrides, strict=True)]
+
+
+def _result(run: Any, overrides: list[str], ray: Any) -> JobReturn:
+    """``ray.get(run)``, or a failed :class:`JobReturn` holding Ray's error (worker died)."""
+    try:
+        return ray.get(run)
+    except ray.exceptions.RayError as err:
+        ret = JobReturn(overrides=overrides)
+        ret.status, ret.return_value = JobStatus.FAILED, err
+        return ret
