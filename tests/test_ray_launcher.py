@@ -52,10 +52,7 @@ def test_ray_configs_compose() -> None:
     cluster = _compose(["hydra/launcher=ray_cluster"]).hydra.launcher
     assert cluster._target_ == TARGET
     # connecting to a cluster, Ray refuses resource sizes in ray.init
-    assert OmegaConf.to_container(cluster.ray.init) == {
-        "address": "auto",
-        "object_store_memory": None,
-    }
+    assert OmegaConf.to_container(cluster.ray.init) == {"address": "auto"}
 
 
 def test_job_resources_and_resume_override() -> None:
@@ -230,3 +227,43 @@ def test_a_killed_job_is_retried_and_resumes_bit_identically(tmp_path: Path) -> 
     assert [e["val/loss"] for e in resumed["epochs"]] == [
         e["val/loss"] for e in reference["epochs"]
     ]
+
+
+HEAD = textwrap.dedent(
+    """
+    import sys, ray
+    ctx = ray.init(num_cpus=2, num_gpus=2, include_dashboard=False)
+    print(ctx.address_info["address"], flush=True)
+    sys.stdin.read()  # until the test closes stdin
+    ray.shutdown()
+    """
+)
+
+
+@pytest.mark.slow
+def test_ray_cluster_joins_a_running_cluster(tmp_path: Path) -> None:
+    """A Ray started by another process (2 fake GPUs) runs the sweep of hydra/launcher=ray_cluster.
+
+    ``address: auto`` finds the Ray started last on this machine: the test's own.
+    """
+    with subprocess.Popen(
+        [sys.executable, "-c", HEAD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, text=True,
+    ) as head:  # fmt: skip
+        try:
+            address = head.stdout.readline().strip()
+            assert address, "the Ray head did not start"
+            sweep = tmp_path / "sweep"
+            proc = run_cli(
+                ["-m", "hydra/launcher=ray_cluster", *FAST, "logger=none", "callbacks=none", "seed=1,2", f"hydra.sweep.dir={sweep}"],
+                cwd=tmp_path,
+            )  # fmt: skip
+        finally:
+            head.stdin.close()
+            head.wait(timeout=60)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert f"Connecting to existing Ray cluster at address: {address}" in out  # address: auto
+    records = _records(sweep)
+    assert [r["status"] for r in records] == ["completed", "completed"]
+    assert {r["env"]["CUDA_VISIBLE_DEVICES"] for r in records} <= {"0", "1"}

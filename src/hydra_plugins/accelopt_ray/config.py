@@ -59,10 +59,8 @@ class RayClusterConf:
     _target_: str = TARGET
     jobs_per_gpu: Any = 1
     ray: RayOptions = field(
-        default_factory=lambda: RayOptions(
-            # the cluster sets its own object store: Ray refuses the size when connecting
-            init={"address": "auto", "object_store_memory": None}
-        )
+        # connecting to a cluster, Ray refuses resource sizes (num_cpus, object_store_memory, ...)
+        default_factory=lambda: RayOptions(init={"address": "auto"})
     )
 
 
