@@ -16,7 +16,8 @@ from .conftest import CONF_DIR, FAST, run_cli
 SLURM_TARGET = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
 
 
-def _compose(overrides: list[str]) -> DictConfig:
+def compose_with_hydra(overrides: list[str]) -> DictConfig:
+    """``conf/train.yaml`` with ``overrides``, its ``hydra`` node kept (launcher configs)."""
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
@@ -26,7 +27,9 @@ def _compose(overrides: list[str]) -> DictConfig:
 
 
 def test_slurm_launcher_config_composes() -> None:
-    cfg = _compose(["hydra/launcher=slurm", "hardware=gpu", "hydra.launcher.partition=gpu"])
+    cfg = compose_with_hydra(
+        ["hydra/launcher=slurm", "hardware=gpu", "hydra.launcher.partition=gpu"]
+    )
     launcher = cfg.hydra.launcher
     assert launcher._target_ == SLURM_TARGET
     assert cfg.hydra.runtime.choices["hydra/launcher"] == "slurm"
@@ -54,7 +57,9 @@ def test_slurm_launcher_keys_make_an_sbatch_script(
     (fake_bin / "srun").chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake_bin}:{os.environ['PATH']}")
 
-    cfg = _compose(["hydra/launcher=slurm", "hardware=gpu", "hydra.launcher.partition=gpu"])
+    cfg = compose_with_hydra(
+        ["hydra/launcher=slurm", "hardware=gpu", "hydra.launcher.partition=gpu"]
+    )
     params = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
     params.pop("_target_")
     # the mapping of SlurmLauncher.launch: base keys as they are, the others prefixed slurm_
@@ -114,7 +119,7 @@ def test_self_launching_ddp_is_refused_inside_a_multirun(tmp_path: Path) -> None
     from accelopt.config import ConfigError
     from accelopt.train import train
 
-    cfg = _compose([*FAST, "hardware=ddp_cpu", "logger=none"])
+    cfg = compose_with_hydra([*FAST, "hardware=ddp_cpu", "logger=none"])
     with open_dict(cfg):
         cfg.hydra.mode = RunMode.MULTIRUN
         cfg.output_dir = str(tmp_path / "run")

@@ -19,37 +19,29 @@ import time
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from accelopt.config import ConfigError
 from hydra_plugins.accelopt_ray.ray_launcher import check_hardware, job_resources, with_resume
 
-from .conftest import CONF_DIR, FAST, run_cli
+from .conftest import FAST, run_cli
+from .test_launchers import compose_with_hydra
 
 TARGET = "hydra_plugins.accelopt_ray.ray_launcher.AccelOptRayLauncher"
 FAKE_GPUS = ["hydra.launcher.ray.init.num_cpus=2", "hydra.launcher.ray.init.num_gpus=2"]
 
 
-def _compose(overrides: list[str]) -> DictConfig:
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-            return compose("train", overrides=overrides, return_hydra_config=True)
-    finally:
-        GlobalHydra.instance().clear()
-
-
 # -- configs and the launcher's own logic (no Ray started) ----------------------------------------
 def test_ray_configs_compose() -> None:
-    launcher = _compose(["hydra/launcher=ray", "hydra.launcher.jobs_per_gpu=2"]).hydra.launcher
+    launcher = compose_with_hydra(
+        ["hydra/launcher=ray", "hydra.launcher.jobs_per_gpu=2"]
+    ).hydra.launcher
     assert launcher._target_ == TARGET  # ours, not the plugin's own `ray` schema
     assert launcher.jobs_per_gpu == 2
     assert launcher.ray.init.address is None and launcher.ray.init.num_gpus is None
     assert launcher.ray.remote.max_retries >= 1  # a killed job is retried
     assert launcher.ray.remote.num_gpus is None  # filled in: 1 / jobs_per_gpu
-    cluster = _compose(["hydra/launcher=ray_cluster"]).hydra.launcher
+    cluster = compose_with_hydra(["hydra/launcher=ray_cluster"]).hydra.launcher
     assert cluster._target_ == TARGET
     # connecting to a cluster, Ray refuses resource sizes in ray.init
     assert OmegaConf.to_container(cluster.ray.init) == {"address": "auto"}
@@ -67,10 +59,10 @@ def test_job_resources_and_resume_override() -> None:
 
 
 def test_multi_process_hardware_is_refused() -> None:
-    check_hardware(_compose(["hardware=cpu"]))
+    check_hardware(compose_with_hydra(["hardware=cpu"]))
     for hw, devices in (("ddp_cpu", "2"), ("ddp", "-1")):
         with pytest.raises(ConfigError, match=f"hardware.devices={devices} .*one process"):
-            check_hardware(_compose([f"hardware={hw}"]))
+            check_hardware(compose_with_hydra([f"hardware={hw}"]))
 
 
 def test_ddp_with_ray_is_refused_in_one_line_before_ray_starts(tmp_path: Path) -> None:
