@@ -79,6 +79,21 @@ def test_ddp_with_ray_is_refused_in_one_line_before_ray_starts(tmp_path: Path) -
     assert not list(tmp_path.glob("sweep/*/metrics.json"))
 
 
+@pytest.mark.slow
+def test_a_node_without_gpus_is_refused_in_one_line(tmp_path: Path) -> None:
+    """Ray starts (10-20 s here), finds no GPU and the sweep stops before any job."""
+    proc = run_cli(
+        ["-m", "hydra/launcher=ray", "hydra.launcher.ray.init.num_cpus=2", *FAST, "seed=1,2",
+         f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("accelopt: error:")]
+    assert len(errors) == 1 and "Ray finds no GPU on this node" in errors[0], proc.stderr[-2000:]
+    assert not list(tmp_path.glob("sweep/*/metrics.json"))
+
+
 # -- sweeps on a local Ray with 2 fake GPUs -------------------------------------------------------
 def _records(sweep: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]

@@ -101,8 +101,9 @@ class AccelOptRayLauncher(RayLauncher):
         if ray.cluster_resources().get("GPU", 0) == 0:
             raise _error(
                 "hydra/launcher=ray: Ray finds no GPU on this node, so no job could start. On a "
-                "CPU machine sweep with hydra/launcher=joblib; to declare GPUs Ray cannot see, "
-                "set hydra.launcher.ray.init.num_gpus=N."
+                "CPU machine sweep with hydra/launcher=joblib (or give jobs no GPU: "
+                "hydra.launcher.ray.remote.num_gpus=0); to declare GPUs Ray cannot see, set "
+                "hydra.launcher.ray.init.num_gpus=N."
             )
 
     def launch(
