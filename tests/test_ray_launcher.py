@@ -65,33 +65,32 @@ def test_multi_process_hardware_is_refused() -> None:
             check_hardware(compose_with_hydra([f"hardware={hw}"]))
 
 
-def test_ddp_with_ray_is_refused_in_one_line_before_ray_starts(tmp_path: Path) -> None:
+def _refused_sweep(tmp_path: Path, *args: str) -> tuple[str, str]:
+    """Run a 2-job Ray sweep that must be refused: (its one error line, its whole output)."""
     proc = run_cli(
-        ["-m", "hydra/launcher=ray", *FAST, "hardware=ddp_cpu", "seed=1,2",
+        ["-m", "hydra/launcher=ray", *FAST, *args, "seed=1,2",
          f"hydra.sweep.dir={tmp_path / 'sweep'}"],
         cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("accelopt: error:")]
-    assert len(errors) == 1 and "hardware.devices=2" in errors[0], proc.stderr[-2000:]
-    assert "Initializing ray" not in proc.stdout + proc.stderr
-    assert not list(tmp_path.glob("sweep/*/metrics.json"))
+    assert len(errors) == 1, proc.stderr[-2000:]
+    assert not list(tmp_path.glob("sweep/*/metrics.json"))  # no job ran
+    return errors[0], proc.stdout + proc.stderr
+
+
+def test_ddp_with_ray_is_refused_in_one_line_before_ray_starts(tmp_path: Path) -> None:
+    error, out = _refused_sweep(tmp_path, "hardware=ddp_cpu")
+    assert "hardware.devices=2" in error
+    assert "Initializing ray" not in out
 
 
 @pytest.mark.slow
 def test_a_node_without_gpus_is_refused_in_one_line(tmp_path: Path) -> None:
     """Ray starts (10-20 s here), finds no GPU and the sweep stops before any job."""
-    proc = run_cli(
-        ["-m", "hydra/launcher=ray", "hydra.launcher.ray.init.num_cpus=2", *FAST, "seed=1,2",
-         f"hydra.sweep.dir={tmp_path / 'sweep'}"],
-        cwd=tmp_path,
-    )  # fmt: skip
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("accelopt: error:")]
-    assert len(errors) == 1 and "Ray finds no GPU on this node" in errors[0], proc.stderr[-2000:]
-    assert not list(tmp_path.glob("sweep/*/metrics.json"))
+    error, _ = _refused_sweep(tmp_path, "hydra.launcher.ray.init.num_cpus=2")
+    assert "Ray finds no GPU on this node" in error
 
 
 # -- sweeps on a local Ray with 2 fake GPUs -------------------------------------------------------
