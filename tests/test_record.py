@@ -136,7 +136,7 @@ def test_v1_record_loads(tmp_path: Path) -> None:
 
 
 BAD = [
-    ({"schema": 3}, "schema", "unsupported schema 3"),
+    ({"schema": 4}, "schema", "unsupported schema 4"),
     ({"schema": None}, "schema", "unsupported schema None"),
     ({"status": "exploded"}, "status", "'exploded'"),
     ({"method": ""}, "method", "'method' must be a str"),

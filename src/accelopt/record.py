@@ -326,7 +326,7 @@ class RunRecord:
             return  # already recorded (a resumed run replays no step twice)
         n = len(ts["step"])
         ts["step"].append(int(step))
-        for name, v in values.items():
+        for name in values:
             ts.setdefault(name, [None] * n)
         for name in ts:
             if name != "step":

@@ -73,10 +73,12 @@ def parse_targets(spec: Any, *, has_val: bool = True, stop: bool = False) -> lis
     out = []
     for metric, values in spec.items():
         if metric not in METRICS:
-            raise ConfigError(
-                f"targets: unknown metric {metric!r}; accepted: {', '.join(METRICS)}"
-            )
-        values = list(values) if isinstance(values, Sequence) and not isinstance(values, str) else [values]
+            raise ConfigError(f"targets: unknown metric {metric!r}; accepted: {', '.join(METRICS)}")
+        values = (
+            list(values)
+            if isinstance(values, Sequence) and not isinstance(values, str)
+            else [values]
+        )
         bad = [v for v in values if not _number(v)]
         if bad or not values:
             raise ConfigError(
