@@ -4,8 +4,9 @@ Two runs are repeats of one experiment (seeds) iff their variants are equal: the
 by variant and never pools runs whose configs differ in anything but the seed. The variant is
 computed from the run's *identity* (:func:`identity_of`, as :func:`accelopt.resume.identity`: the flattened resolved
 config minus the keys that may change on resume, :data:`MAY_CHANGE`), minus the
-seed: the top-level ``seed`` and every key whose last part is ``seed`` and whose value equals
-it (``optimizer.seed: ${seed}`` and the like; ``dataset.split_seed`` is config, and stays).
+seed: the top-level ``seed`` is dropped, and every key whose last part is ``seed`` and whose
+value equals it (``optimizer.seed: ${seed}`` and the like) holds ``"${seed}"`` instead
+(``dataset.split_seed`` is config, and stays as it is).
 
 Pure functions (stdlib only, so the report can use them without the training stack; the
 identity's keys, :data:`MAY_CHANGE`, live here for the same reason): :func:`variant_identity`, :func:`variant_hash`, :func:`identity_of` (a stored
@@ -58,6 +59,7 @@ MAY_CHANGE = (
 )
 HASH_CHARS = 10
 SEED = "seed"
+SEED_VALUE = "${seed}"
 _ABSENT = "(absent)"
 
 
@@ -88,9 +90,12 @@ def _seed_derived(key: str, value: Any, seed: Any) -> bool:
 
 
 def variant_identity(identity: Mapping[str, Any]) -> dict[str, Any]:
-    """``identity`` without the seed and the keys derived from it (see the module docstring)."""
+    """``identity`` without the seed; keys derived from it hold ``"${seed}"`` instead of its
+    value (they are there, and follow the seed: see the module docstring)."""
     seed = identity.get(SEED)
-    return {k: v for k, v in identity.items() if not _seed_derived(k, v, seed)}
+    out = {k: SEED_VALUE if _seed_derived(k, v, seed) else v for k, v in identity.items()}
+    out.pop(SEED, None)
+    return out
 
 
 def _canonical(value: Any) -> str:
