@@ -77,6 +77,15 @@ def test_stop_at_target_stops_at_the_last_target(tmp_path: Path) -> None:
     assert reached is not None and reached < 28
     assert rec["status"] == "completed" and rec["stopped_at_step"] == reached
     assert rec["evals"][-1]["step"] == reached and "stop_at_target" in rec["stop_reason"]
+    # resuming it for more epochs trains nothing more: its targets are reached
+    again = _run(
+        tmp_path / "run",
+        "+targets={val/acc:[0.4]}",
+        "stop_at_target=true",
+        "trainer.max_epochs=3",
+        "ckpt_path=last",
+    )
+    assert again["stopped_at_step"] == reached and again["evals"] == rec["evals"]
 
 
 def test_resume_keeps_the_evaluations(tmp_path: Path) -> None:

@@ -186,6 +186,8 @@ class RunRecorder(L.Callback):
         per_epoch = trainer.check_val_every_n_epoch is not None
         if trainer.val_check_batch is not None:  # None: a time-based val_check_interval
             check_interval(float(trainer.val_check_batch), trainer.num_training_batches, per_epoch)
+        if self.stop_at_target and all_reached(self.record.evals, self.targets):
+            trainer.should_stop = True  # resumed after its targets were reached: nothing to do
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """One ``evals`` row per evaluation (validation metrics only: the test set's numbers
