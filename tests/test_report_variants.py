@@ -77,6 +77,18 @@ def test_seed_and_resumable_keys_pool(tmp_path: Path) -> None:
     groups = _groups(tmp_path)
     # ...except that it is a key the plain run lacks: two groups, each pooling over seeds
     assert sorted(groups.values()) == [[1, 10, 11, 12], [2, 3]]
+    notes = summarise(load_runs(tmp_path)).notes
+    assert not any("different numbers of epochs" in n for n in notes)  # all trained one epoch
+
+
+def test_pooled_runs_of_different_lengths_are_noted(tmp_path: Path) -> None:
+    _record(tmp_path / "a", seed=1)
+    longer = _record(tmp_path / "b", "trainer.max_epochs=9", seed=2)
+    longer.add_epoch({"epoch": 1, "step": 20, "test/acc": 0.6})
+    longer.write(tmp_path / "b")
+    summary = summarise(load_runs(tmp_path))
+    assert len(summary.groups) == 1
+    assert any("different numbers of epochs (1, 2;" in n for n in summary.notes)
 
 
 def test_stored_variant_equals_the_one_computed_from_the_stored_config(tmp_path: Path) -> None:

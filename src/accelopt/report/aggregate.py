@@ -261,6 +261,19 @@ def _duplicate_seed_note(g: Group) -> str | None:
     )
 
 
+def _length_note(g: Group) -> str | None:
+    """Completed runs of one group that trained for different numbers of epochs: the training
+    length may change on resume, so it is not part of the variant; said, not hidden."""
+    lengths = sorted({len(r.epochs) for r in g.completed})
+    if len(lengths) < 2:
+        return None
+    return (
+        f"{g.dataset} / {g.method} / lr {fmt_lr(g.lr)}: completed runs trained for different "
+        f"numbers of epochs ({', '.join(map(str, lengths))}; trainer.max_epochs may change on "
+        "resume, so it does not split groups): their final numbers are pooled"
+    )
+
+
 def _ratios(summary: Summary) -> list[str]:
     """Set each group's seconds-per-epoch ratio to the baseline (in the same setting); notes
     where there is none."""
@@ -308,9 +321,7 @@ def summarise(
     groups = dict(sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], -kv[0][2])))
     notes: list[str] = []
     for g in groups.values():
-        note = _duplicate_seed_note(g)
-        if note:
-            notes.append(note)
+        notes += [n for n in (_duplicate_seed_note(g), _length_note(g)) if n]
         _group_stats(g)
     bases = dict(DEFAULT_BASES if bases is None else bases)
     summary = Summary(sweep, baseline, groups, notes, bases, varying)
