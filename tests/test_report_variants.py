@@ -27,6 +27,7 @@ SEPARATING = [
     "optimizer=agd",  # another optimizer class, same lr
     "model.activation=softplus",  # the network
     "model=cnn_softplus",
+    "model=mlp",
     "dataset.batch_size=16",  # the data
     "dataset.val_size=32",
     "dataset.split_seed=1",
