@@ -29,6 +29,8 @@ from torch import Tensor
 
 from accelopt.record import RunRecord
 from accelopt.resume import IDENTITY_KEY
+from accelopt.targets import Target, all_reached, check_interval, time_to_target
+from accelopt.variant import variant_hash
 
 
 def _sync(pl_module: L.LightningModule) -> None:
@@ -100,6 +102,16 @@ class EpochTimer(L.Callback):
         if self._in_epoch:
             self._start = self._now()
 
+    def so_far(self, trainer: L.Trainer) -> list[float]:
+        """The current epoch's training seconds so far (wall, CPU), as ``time/epoch_s`` and
+        ``time/epoch_cpu_s`` count them; call while the clocks are paused (in validation)."""
+        return [
+            max(e - (_excluded(trainer, attr) - at), 0.0)
+            for e, (_, _, attr), at in zip(
+                self._elapsed, CLOCKS, self._excluded_at_start, strict=True
+            )
+        ]
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._pause(pl_module)
         self._in_epoch = False
@@ -110,6 +122,25 @@ class EpochTimer(L.Callback):
 
 
 EPOCH_KEYS = ("val/loss", "val/acc", "test/loss", "test/acc")
+# on-step ``train/*`` scalars not copied into ``train_scalars``: the loss has its own field
+NOT_SCALARS = ("train/loss", "train/loss_step", "train/loss_epoch_mean")
+
+
+def run_env() -> dict[str, Any]:
+    """The machine a run trains on: host, platform, versions, threads, visible GPUs."""
+    import os
+    import platform
+    import socket
+
+    return {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": L.__version__,
+        "num_threads": torch.get_num_threads(),
+        "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
 
 
 def _step_loss(outputs: Any) -> Tensor | None:
@@ -134,16 +165,55 @@ class RunRecorder(L.Callback):
         timer: EpochTimer,
         identity: dict[str, Any],
         out: Path | None = None,
+        targets: list[Target] | None = None,
+        stop_at_target: bool = False,
     ) -> None:
         self.record = record
         self.timer = timer
         self.identity = identity
         self.out = out
+        self.targets = list(targets or [])
+        self.stop_at_target = stop_at_target
+        record.variant = variant_hash(identity)
         self._pending: list[tuple[int, Tensor]] = []
         self._t0 = time.perf_counter()
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._t0 = time.perf_counter()
+        self.record.env = run_env()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        per_epoch = trainer.check_val_every_n_epoch is not None
+        if trainer.val_check_batch is not None:  # None: a time-based val_check_interval
+            check_interval(float(trainer.val_check_batch), trainer.num_training_batches, per_epoch)
+        if self.stop_at_target and all_reached(self.record.evals, self.targets):
+            trainer.should_stop = True  # resumed after its targets were reached: nothing to do
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """One ``evals`` row per evaluation (validation metrics only: the test set's numbers
+        stay in the epoch rows); with ``stop_at_target``, stop once every target is reached."""
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        wall, cpu = self.timer.so_far(trainer)
+        rec, epoch = self.record, trainer.current_epoch
+        before = [e.get("time/epoch_s") or 0.0 for e in rec.epochs if e["epoch"] < epoch]
+        before_cpu = [e.get("time/epoch_cpu_s") or 0.0 for e in rec.epochs if e["epoch"] < epoch]
+        row: dict[str, Any] = {
+            "step": trainer.global_step,
+            "epoch": epoch,
+            "time/train_s": sum(before) + wall,
+            "time/train_cpu_s": sum(before_cpu) + cpu,
+        }
+        metrics = trainer.callback_metrics
+        row.update({k: float(v) for k, v in metrics.items() if k.startswith("val/")})
+        rec.add_eval(row)
+        if self.stop_at_target and all_reached(rec.evals, self.targets):
+            last = self.targets[-1]
+            rec.stop_reason = (
+                f"stop_at_target: every target reached ({last.metric} {last.threshold:g} at "
+                f"step {trainer.global_step})"
+            )
+            trainer.should_stop = True
 
     def collect(self, trainer: L.Trainer) -> None:
         """Bring the record up to date: step losses, NC counters and NC-step log, the records of
@@ -159,6 +229,7 @@ class RunRecorder(L.Callback):
                 setattr(rec, field, list(getattr(cb, "records", [])))
         rec.duration_s = time.perf_counter() - self._t0
         rec.world_size = trainer.world_size
+        rec.targets = time_to_target(rec.evals, self.targets)
 
     def flush(self) -> None:
         """Move the buffered step losses into the record."""
@@ -176,6 +247,19 @@ class RunRecorder(L.Callback):
         loss = _step_loss(outputs)
         if loss is not None:
             self._pending.append((trainer.global_step - 1, loss))
+        if trainer.global_step % max(trainer.log_every_n_steps, 1) == 0:
+            self._train_scalars(trainer)
+
+    def _train_scalars(self, trainer: L.Trainer) -> None:
+        """The on-step ``train/*`` scalars the module logged (except the loss), at the logger's
+        cadence; keyed by the number of steps taken (``trainer.global_step``)."""
+        values = {
+            k: float(v)
+            for k, v in trainer.callback_metrics.items()
+            if k.startswith("train/") and k not in NOT_SCALARS and not k.endswith("_epoch")
+        }
+        if values:
+            self.record.add_train_scalars(trainer.global_step, values)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.flush()
@@ -220,7 +304,14 @@ class RunRecorder(L.Callback):
 
     def state_dict(self) -> dict[str, Any]:
         self.flush()
-        return {"epochs": self.record.epochs, "train_loss": self.record.train_loss}
+        rec = self.record
+        return {
+            "epochs": rec.epochs,
+            "train_loss": rec.train_loss,
+            "evals": rec.evals,
+            "train_scalars": rec.train_scalars,
+            "stop_reason": rec.stop_reason,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending.clear()
@@ -230,6 +321,10 @@ class RunRecorder(L.Callback):
             loss = {"step": state_dict["loss_steps"], "value": state_dict["loss_values"]}
         self.record.epochs = [dict(e) for e in state_dict["epochs"]]
         self.record.train_loss = {"step": list(loss["step"]), "value": list(loss["value"])}
+        self.record.evals = [dict(e) for e in state_dict.get("evals", [])]
+        scalars = state_dict.get("train_scalars") or {"step": []}
+        self.record.train_scalars = {k: list(v) for k, v in scalars.items()}
+        self.record.stop_reason = state_dict.get("stop_reason")
 
 
 class GracefulStop(L.Callback):

@@ -4,7 +4,7 @@ Training fills a :class:`RunRecord` (step losses, epoch rows, curvature measurem
 final status with :meth:`RunRecord.finalize` and writes it atomically with :meth:`RunRecord.write`;
 the sweep report reads it back with :meth:`RunRecord.read`, which validates every field and
 raises :class:`RecordError` naming the file and the bad key. The schema is documented in
-``docs/architecture.md`` ("The run record"). Version 1 files (older runs) still load; a loaded
+``docs/architecture.md`` ("The run record"). Version 1 and 2 files (older runs) still load; a loaded
 record is upgraded in memory to :data:`SCHEMA_VERSION` and written in that version.
 """
 
@@ -33,8 +33,8 @@ __all__ = [
     "json_safe",
 ]
 
-SCHEMA_VERSION = 2
-SUPPORTED_SCHEMAS = (1, 2)
+SCHEMA_VERSION = 3
+SUPPORTED_SCHEMAS = (1, 2, 3)
 STATUSES = ("running", "completed", "diverged", "failed", "interrupted")
 FINAL_STATUSES = ("completed", "diverged", "failed", "interrupted")
 RECORD_NAME = "metrics.json"
@@ -147,6 +147,51 @@ class _Check:
             "value": [self.number(v, "train_loss value") for v in values],
         }
 
+    def train_scalars(self) -> dict[str, list[Any]]:
+        """``{"step": [int...], name: [number|null...]...}``, every list as long as ``step``."""
+        ts = self.typed("train_scalars", dict, dict, "an object of lists")
+        if not ts:
+            return {"step": []}
+        steps = ts.get("step")
+        if not isinstance(steps, list) or not all(_is_int(s) for s in steps):
+            raise self.fail("train_scalars", "train_scalars 'step' must be a list of integers")
+        out: dict[str, list[Any]] = {"step": list(steps)}
+        for name, values in ts.items():
+            if name == "step":
+                continue
+            if not isinstance(values, list) or len(values) != len(steps):
+                raise self.fail(
+                    "train_scalars", f"train_scalars[{name!r}] must be a list as long as 'step'"
+                )
+            out[name] = [self.number(v, f"train_scalars[{name!r}]") for v in values]
+        return out
+
+    def targets(self) -> list[dict[str, Any]]:
+        """Time-to-target entries: ``metric`` (str), ``threshold`` (number), and step, epoch,
+        seconds of the first evaluation that reached it (all null if none did)."""
+        raw = self.typed("targets", list, list, "a list")
+        out = []
+        for i, entry in enumerate(raw):
+            what = f"targets[{i}]"
+            if not isinstance(entry, dict) or not isinstance(entry.get("metric"), str):
+                raise self.fail("targets", f"{what} must be an object with a string 'metric'")
+            if not _is_number(entry.get("threshold")):
+                raise self.fail("targets", f"{what} has no numeric 'threshold'")
+            row = self.metrics(entry, what)
+            for key in ("step", "epoch"):
+                if row.get(key) is not None and not _is_int(row[key]):
+                    raise self.fail("targets", f"{what}[{key!r}] must be an integer or null")
+            out.append(row)
+        return out
+
+    def env(self) -> dict[str, Any]:
+        """The machine the run trained on: string/number/null values only."""
+        env = dict(self.typed("env", dict, dict, "an object"))
+        for k, v in env.items():
+            if v is not None and not isinstance(v, str | int | float):
+                raise self.fail("env", f"env[{k!r}] must be a string, number or null, got {v!r}")
+        return env
+
     def header(self) -> dict[str, Any]:
         """schema, status and the identifying fields, in the order they are checked."""
         schema = self.d.get("schema")
@@ -213,7 +258,12 @@ class RunRecord:
     world_size: int = 1
     resumed_from: str | None = None
     param_digests: list[str] = field(default_factory=list)
-    env: dict[str, Any] = field(default_factory=dict)  # where it ran: CUDA_VISIBLE_DEVICES
+    variant: str | None = None
+    env: dict[str, Any] = field(default_factory=dict)
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    targets: list[dict[str, Any]] = field(default_factory=list)
+    stop_reason: str | None = None
+    train_scalars: dict[str, list[Any]] = field(default_factory=lambda: {"step": []})
     schema: int = SCHEMA_VERSION
 
     # ------------------------------------------------------------------ filling
@@ -250,12 +300,38 @@ class RunRecord:
     def truncate(self, step: int) -> None:
         """Forget what happened from global step ``step`` on (a run resumed from there).
 
-        Drops step losses with step ≥ ``step`` and epochs whose ``"step"`` > ``step``.
+        Drops step losses with step ≥ ``step``, epochs and evaluations whose ``"step"`` >
+        ``step`` and train scalars with step > ``step``.
         """
         steps, values = self.train_loss["step"], self.train_loss["value"]
         keep = [i for i, s in enumerate(steps) if s < step]
         self.train_loss = {"step": [steps[i] for i in keep], "value": [values[i] for i in keep]}
         self.epochs = [e for e in self.epochs if (e.get("step") or 0) <= step]
+        self.evals = [e for e in self.evals if (e.get("step") or 0) <= step]
+        keep = [i for i, s in enumerate(self.train_scalars["step"]) if s <= step]
+        self.train_scalars = {k: [v[i] for i in keep] for k, v in self.train_scalars.items()}
+
+    def add_eval(self, row: dict[str, Any]) -> None:
+        """Append one evaluation's row (``step`` required); a row with the same step is replaced."""
+        if not _is_int(row.get("step")):
+            raise ValueError(f"add_eval: row['step'] must be an integer, got {row.get('step')!r}")
+        row = json_safe(dict(row))
+        self.evals = [e for e in self.evals if e.get("step") != row["step"]] + [row]
+        self.evals.sort(key=lambda e: e["step"])
+
+    def add_train_scalars(self, step: int, values: dict[str, float | None]) -> None:
+        """Record the on-step ``train/*`` scalars of one step (names new so far: null before)."""
+        ts = self.train_scalars
+        if ts["step"] and step <= ts["step"][-1]:
+            return  # already recorded (a resumed run replays no step twice)
+        n = len(ts["step"])
+        ts["step"].append(int(step))
+        for name in values:
+            ts.setdefault(name, [None] * n)
+        for name in ts:
+            if name != "step":
+                v = values.get(name)
+                ts[name].append(v if v is not None and math.isfinite(v) else None)
 
     def finalize(
         self,
@@ -306,7 +382,7 @@ class RunRecord:
 
     @classmethod
     def from_dict(cls, d: Any, *, source: str = "<dict>") -> RunRecord:
-        """Validate ``d`` (schema 1 or 2) → a record; :class:`RecordError` names source and key."""
+        """Validate ``d`` (schema 1, 2 or 3) → a record; :class:`RecordError` names source and key."""
         if not isinstance(d, dict):
             raise RecordError("not a JSON object", source=source)
         c = _Check(d, source)
@@ -345,7 +421,12 @@ class RunRecord:
             world_size=world,
             resumed_from=c.optional_text("resumed_from"),
             param_digests=list(digests),
-            env=dict(c.typed("env", dict, dict, "an object")),
+            variant=c.optional_text("variant"),
+            env=c.env(),
+            evals=c.rows("evals", need="step"),
+            targets=c.targets(),
+            stop_reason=c.optional_text("stop_reason"),
+            train_scalars=c.train_scalars(),
         )
 
     @classmethod
@@ -389,5 +470,10 @@ _KEYS = (
     "world_size",
     "resumed_from",
     "param_digests",
+    "variant",
     "env",
+    "evals",
+    "targets",
+    "stop_reason",
+    "train_scalars",
 )

@@ -19,50 +19,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from accelopt.config import ConfigError
+from accelopt.variant import MAY_CHANGE, identity_of
 
 __all__ = ["MAY_CHANGE", "identity", "identity_diff", "resolve_checkpoint", "ResumePoint"]
 
-# Keys that may differ between a run and its resumption (prefix match on the dotted key):
-# how long to train, where and how it runs, what is logged and how often it is saved.
-MAY_CHANGE = (
-    "ckpt_path",
-    "output_dir",
-    "trainer.max_epochs",
-    "trainer.max_steps",
-    "trainer.enable_progress_bar",
-    "trainer.enable_model_summary",
-    "trainer.log_every_n_steps",
-    "hardware",
-    "logger",
-    "callbacks",
-    "debug",
-    "dataset.data_dir",
-    "dataset.cache_dir",
-    "dataset.download",
-    "dataset.eval_batch_size",
-    "dataset.num_workers",
-)
 IDENTITY_KEY = "accelopt_identity"
-
-
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out if out or not prefix else {prefix[:-1]: {}}
-    return {prefix[:-1]: d}
-
-
-def _may_change(key: str) -> bool:
-    return any(key == p or key.startswith(p + ".") for p in MAY_CHANGE)
 
 
 def identity(cfg: DictConfig) -> dict[str, Any]:
     """The dotted keys and values of ``cfg`` that define the run (resolved; JSON/torch-safe)."""
-    container = OmegaConf.to_container(cfg, resolve=True)
-    flat = _flatten(container)
-    return {k: v for k, v in sorted(flat.items()) if not _may_change(k)}
+    return identity_of(OmegaConf.to_container(cfg, resolve=True))
 
 
 def identity_diff(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:

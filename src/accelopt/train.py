@@ -41,6 +41,8 @@ from accelopt.models.module import ClassifierModule, Diverged
 from accelopt.record import RECORD_NAME, RecordError, RunRecord
 from accelopt.resume import ResumePoint, identity, resolve_checkpoint
 from accelopt.rundir import RunLock, check_writable
+from accelopt.targets import parse_targets
+from accelopt.variant import hparams
 
 CONFIG_DIR = str(
     Path(__file__).resolve().parent / "conf"
@@ -224,6 +226,9 @@ def _build_net(cfg: DictConfig) -> torch.nn.Module:
 def _prepare(cfg: DictConfig, out: Path, record: RunRecord) -> _Job | RunRecord:
     """Check everything and build the job; or the earlier record if the run is already done."""
     check_config(cfg)
+    targets = parse_targets(
+        cfg.get("targets"), has_val=cfg.dataset.get("val_size", 1) != 0, stop=cfg.stop_at_target
+    )
     point = resolve_checkpoint(cfg, _checkpoint_dir(cfg, out), out)
     done = None if point is None else _already_done(cfg, out, point)
     if done is not None:
@@ -246,7 +251,7 @@ def _prepare(cfg: DictConfig, out: Path, record: RunRecord) -> _Job | RunRecord:
         memory_format=cfg.hardware.get("memory_format", "contiguous"),
     )
     timer, stop = EpochTimer(), GracefulStop()
-    recorder = RunRecorder(record, timer, identity(cfg), out=out)
+    recorder = RunRecorder(record, timer, identity(cfg), out, targets, cfg.stop_at_target)
     trainer = build_trainer(cfg, out, [timer, recorder, stop])
     _refuse_relaunch_in_multirun(trainer)
     record.resumed_from = None if point is None else str(point.path)
@@ -323,15 +328,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def _log_hparams(trainer: L.Trainer, cfg: DictConfig, record: dict[str, Any]) -> None:
     """Write the run's hyper-parameters with its final metrics (TensorBoard's HParams tab)."""
-    params = {
-        "method": record["method"],
-        "dataset": record["dataset"],
-        "lr": record["lr"],
-        "seed": record["seed"],
-        "status": record["status"],
-        "batch_size": cfg.dataset.batch_size,
-        "activation": cfg.model.get("activation", ""),
-    }
+    params = {"method": record["method"], "status": record["status"], **hparams(cfg)}
     metrics = {
         f"hp/{k.replace('/', '_')}": v
         for k, v in record["final"].items()

@@ -18,6 +18,9 @@ least one completed run, these PNG figures:
 - ``test_acc_zoom_<dataset>_lr<lr>.png``: the same, y-range zoomed around the final accuracies;
 - ``curvature_<dataset>_lr<lr>.png`` (only when records carry curvature-monitor measurements):
   Hessian λ_min and λ_max per training step per method, mean over seeds, band min–max;
+- ``val_acc_time_<dataset>_lr<lr>.png`` (only when records carry evaluations, schema 3):
+  validation accuracy per evaluation vs training seconds, one line per run, the ``val/acc``
+  targets dashed;
 
 and, for each dataset with completed runs at two or more learning rates,
 
@@ -37,8 +40,20 @@ clock, so machine load hardly moves it — and the mean held-out curvature and l
 records have them); then every job that is not completed (diverged, failed, interrupted, no
 ``metrics.json`` yet, unreadable) — nothing is silently dropped.
 
-Runs are grouped by (``dataset``, ``method``, ``lr``); repeats are seeds. Statistics use the
-**completed** runs of a group only; the others are counted and listed.
+Runs are grouped by *variant* (:mod:`accelopt.variant`: the whole resolved config except the
+seed and the keys that may change on resume) and lr: a group never pools runs whose configs
+differ in anything but the seed. A group's label — the "method" column — is the optimizer's
+config-group name plus every config key that tells it apart from the data set's other runs
+(``heavyball model.activation=softplus``; a config group whose choice differs shows as
+``model=cnn_softplus``; optimizer keys only where they vary within one method); each data set's
+section lists those keys. Repeats are seeds. Statistics use the **completed** runs of a group
+only; the others are counted and listed. A method's base (paired comparison, seconds-per-epoch
+ratio, time-to-target ratio) is the base method's group with the same non-optimizer keys.
+
+Time to target (:mod:`.ttt`, records of schema 3 with ``targets``): per data set, per group
+and target, reached k/n, the median training seconds (a run that never reached it counts as
+infinitely slow: "not reached" once half missed it), [min, max] over the runs that reached it,
+the median CPU seconds, and the ratio to the base's seconds seed by seed (median [min, max]).
 
 Paired comparison (:func:`paired`). Each method is compared with its base (:data:`DEFAULT_BASES`:
 gose, gose_seed → heavyball; ancm, ancm_seed, combined, combined_seed → agd; ``--pair
@@ -76,11 +91,12 @@ Exit codes: 0 report written, 1 sweep cannot be reported, 2 bad command line (ar
 ``--pair`` that is not ``METHOD=BASE``).
 
 One job per module: :mod:`.records` (find and load runs), :mod:`.aggregate` (groups and
-statistics), :mod:`.paired` (method vs base), :mod:`.figures`, :mod:`.markdown`, :mod:`.cli`
-(writing files, the command line). Python API: :func:`load_runs`, :func:`load_run`,
+statistics), :mod:`.paired` (method vs base), :mod:`.ttt` (time to target), :mod:`.figures`,
+:mod:`.markdown`, :mod:`.cli` (writing files, the command line). Python API: :func:`load_runs`, :func:`load_run`,
 :func:`summarise`, :func:`paired` (:class:`Paired`), :func:`make_figures` (file names:
 :func:`figure_names`, :func:`dataset_figure_names`), :func:`render_markdown`,
-:func:`write_report`, :func:`main`. Imports numpy and matplotlib only.
+:func:`write_report`, :func:`main`. Imports numpy and matplotlib only
+(and :mod:`accelopt.variant`, stdlib only).
 """
 
 from .aggregate import (

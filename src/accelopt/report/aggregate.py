@@ -1,4 +1,9 @@
-"""Aggregation: runs grouped by (dataset, method, lr), statistics over the completed seeds."""
+"""Aggregation: runs grouped by variant, statistics over the completed seeds.
+
+A group is one (dataset, label, lr): the label is the method plus every config key that tells
+its runs apart from the sweep's other runs of that data set (:func:`accelopt.variant.describe`),
+so a group only ever holds runs whose configs differ in the seed alone.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from accelopt.record import NC_HELDOUT_KEYS, NC_KEYS
+from accelopt.variant import describe
 
 from .records import ReportError, Run, Sweep
 
@@ -74,12 +80,19 @@ class Curve:
 
 @dataclass(eq=False)
 class Group:
-    """The runs of one (dataset, method, lr); statistics over its completed runs."""
+    """The runs of one variant at one (dataset, lr); statistics over its completed runs.
+
+    ``method`` is the group's label (the optimizer's name, plus what differs from the other
+    runs, e.g. ``heavyball model=mlp``); ``name`` the optimizer's config-group name and
+    ``setting`` the label's parts outside the optimizer (what a base method must share).
+    """
 
     dataset: str
     method: str
     lr: float
     runs: list[Run]
+    name: str = ""
+    setting: tuple[str, ...] = ()
     final_acc: Stats | None = None
     epoch_s: Stats | None = None
     ratio: float | None = None
@@ -90,6 +103,9 @@ class Group:
     nc_share: Stats | None = None  # share of each run's training time spent in NC work
     lambda_min: Curve | None = None  # curvature-monitor λ_min per step (mean over seeds)
     lambda_max: Curve | None = None
+
+    def __post_init__(self) -> None:
+        self.name = self.name or self.method
 
     @property
     def completed(self) -> list[Run]:
@@ -108,23 +124,29 @@ class Summary:
     groups: dict[tuple[str, str, float], Group]
     notes: list[str]
     bases: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_BASES))  # method → base
+    varying: dict[str, list[str]] = field(default_factory=dict)  # dataset → keys that vary
 
     @property
     def datasets(self) -> list[str]:
         return sorted({k[0] for k in self.groups})
 
+    def _order(self, label: str) -> tuple[bool, str]:
+        return (label.split(" ", 1)[0] != self.baseline, label)
+
     def methods(self, dataset: str) -> list[str]:
-        """Methods of a dataset, the baseline first, then alphabetical."""
-        ms = {k[1] for k in self.groups if k[0] == dataset}
-        return sorted(ms, key=lambda m: (m != self.baseline, m))
+        """Methods (group labels) of a dataset, the baseline's first, then alphabetical."""
+        return sorted({k[1] for k in self.groups if k[0] == dataset}, key=self._order)
 
     def lrs(self, dataset: str) -> list[float]:
         """Learning rates of a dataset, largest first (the report's grid order)."""
         return sorted({k[2] for k in self.groups if k[0] == dataset}, reverse=True)
 
     def all_methods(self) -> list[str]:
-        ms = {k[1] for k in self.groups}
-        return sorted(ms, key=lambda m: (m != self.baseline, m))
+        return sorted({k[1] for k in self.groups}, key=self._order)
+
+    def counterpart(self, g: Group, name: str) -> Group | None:
+        """The group of method ``name`` in ``g``'s setting at its (dataset, lr), if exactly one."""
+        return counterpart(self.groups, g, name)
 
     def at(self, dataset: str, lr: float) -> list[Group]:
         """The groups of one (dataset, lr), in :meth:`methods` order."""
@@ -133,6 +155,18 @@ class Summary:
             for m in self.methods(dataset)
             if (dataset, m, lr) in self.groups
         ]
+
+
+def counterpart(
+    groups: Mapping[tuple[str, str, float], Group], g: Group, name: str
+) -> Group | None:
+    """The group of method ``name`` in ``g``'s setting at its (dataset, lr), if exactly one."""
+    found = [
+        h
+        for (d, _, lr), h in groups.items()
+        if (d, lr) == (g.dataset, g.lr) and h.name == name and h.setting == g.setting
+    ]
+    return found[0] if len(found) == 1 else None
 
 
 def fmt_lr(lr: float) -> str:
@@ -227,15 +261,31 @@ def _duplicate_seed_note(g: Group) -> str | None:
     )
 
 
-def _ratios(groups: dict[tuple[str, str, float], Group], baseline: str) -> list[str]:
-    """Set each group's seconds-per-epoch ratio to the baseline; notes where there is none."""
+def _length_note(g: Group) -> str | None:
+    """Completed runs of one group that trained for different numbers of epochs: the training
+    length may change on resume, so it is not part of the variant; said, not hidden."""
+    lengths = sorted({len(r.epochs) for r in g.completed})
+    if len(lengths) < 2:
+        return None
+    return (
+        f"{g.dataset} / {g.method} / lr {fmt_lr(g.lr)}: completed runs trained for different "
+        f"numbers of epochs ({', '.join(map(str, lengths))}; trainer.max_epochs may change on "
+        "resume, so it does not split groups): their final numbers are pooled"
+    )
+
+
+def _ratios(summary: Summary) -> list[str]:
+    """Set each group's seconds-per-epoch ratio to the baseline (in the same setting); notes
+    where there is none."""
     notes = []
-    for (dataset, _method, lr), g in groups.items():
-        base = groups.get((dataset, baseline, lr))
+    groups, baseline = summary.groups, summary.baseline
+    for g in groups.values():
+        base = summary.counterpart(g, baseline)
         if base is not None and base.epoch_s is not None and g.epoch_s is not None:
             g.ratio = g.epoch_s.mean / base.epoch_s.mean if base.epoch_s.mean > 0 else None
     for dataset, lr in sorted({(k[0], k[2]) for k in groups}):
-        base = groups.get((dataset, baseline, lr))
+        here = [g for k, g in groups.items() if (k[0], k[2]) == (dataset, lr)]
+        base = next((g for g in here if g.name == baseline), None)
         timed = any(g.epoch_s for k, g in groups.items() if (k[0], k[2]) == (dataset, lr))
         if not timed:
             continue
@@ -263,17 +313,38 @@ def summarise(
         if not runs:
             raise ReportError("no runs to summarise")
         sweep = Sweep(root=Path(os.path.commonpath([str(r.path.parent) for r in runs])), runs=runs)
+    varying = _label(sweep.runs)
     groups: dict[tuple[str, str, float], Group] = {}
     for r in sweep.runs:
-        groups.setdefault(r.key, Group(r.dataset, r.method, r.lr, []))
+        groups.setdefault(r.key, Group(r.dataset, r.key[1], r.lr, [], r.method, r.setting))
         groups[r.key].runs.append(r)
     groups = dict(sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], -kv[0][2])))
     notes: list[str] = []
     for g in groups.values():
-        note = _duplicate_seed_note(g)
-        if note:
-            notes.append(note)
+        notes += [n for n in (_duplicate_seed_note(g), _length_note(g)) if n]
         _group_stats(g)
-    notes += _ratios(groups, baseline)
     bases = dict(DEFAULT_BASES if bases is None else bases)
-    return Summary(sweep=sweep, baseline=baseline, groups=groups, notes=notes, bases=bases)
+    summary = Summary(sweep, baseline, groups, notes, bases, varying)
+    notes += _ratios(summary)
+    return summary
+
+
+def _label(runs: Sequence[Run]) -> dict[str, list[str]]:
+    """Set every run's ``label`` and ``setting`` (per data set); return each data set's keys
+    that vary. Runs that would still share a label with another variant get its hash added."""
+    varying: dict[str, list[str]] = {}
+    for dataset in sorted({r.dataset for r in runs}):
+        mine = [r for r in runs if r.dataset == dataset]
+        text, parts = describe(
+            [r.identity for r in mine], [r.method for r in mine], [r.choices for r in mine]
+        )
+        varying[dataset] = text
+        for r, (opt, rest) in zip(mine, parts, strict=True):
+            r.label, r.setting = " ".join([r.method, *opt, *rest]), tuple(rest)
+    by_key: dict[tuple[str, str, float], set[str]] = {}
+    for r in runs:
+        by_key.setdefault(r.key, set()).add(r.variant)
+    for r in runs:
+        if len(by_key[r.key]) > 1:
+            r.label = f"{r.label} [{r.variant}]"
+    return varying

@@ -35,6 +35,7 @@ def figure_names(dataset: str, lr: float) -> dict[str, str]:
         "test_acc": f"test_acc_{stem}.png",
         "test_acc_zoom": f"test_acc_zoom_{stem}.png",
         "curvature": f"curvature_{stem}.png",
+        "val_acc_time": f"val_acc_time_{stem}.png",
     }
 
 
@@ -122,6 +123,36 @@ def _curvature_figure(groups: Sequence[Group], colors: dict[str, Any], where: st
             ax.axhline(0.0, color="0.5", lw=0.6)
         _finish(ax, f"{where}: Hessian {label} per step, mean over seeds, band = min–max")
     bottom.set_xlabel("training step")
+    return fig
+
+
+def _val_time_figure(groups: Sequence[Group], colors: dict[str, Any], where: str) -> Figure:
+    """Validation accuracy per evaluation vs training seconds, one line per run; the runs'
+    ``val/acc`` targets as dashed lines."""
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    thresholds: set[float] = set()
+    for g in groups:
+        runs = [r for r in g.runs if any("val/acc" in e for e in r.evals)]
+        for i, r in enumerate(runs):
+            rows = [e for e in r.evals if e.get("val/acc") is not None]
+            ax.plot(
+                [e.get("time/train_s") or 0.0 for e in rows],
+                [e["val/acc"] for e in rows],
+                color=colors[g.method],
+                lw=0.8,
+                marker=".",
+                ms=3,
+                label=f"{g.method} (n={len(runs)})" if i == 0 else None,
+            )
+        thresholds |= {
+            float(t["threshold"]) for r in runs for t in r.targets if t["metric"] == "val/acc"
+        }
+    for t in sorted(thresholds):
+        ax.axhline(t, color="0.4", lw=0.7, ls="--")
+    ax.set_xlabel("training seconds (evaluation and monitors excluded)")
+    ax.set_ylabel("validation accuracy")
+    _finish(ax, f"{where}: validation accuracy vs training time, one line per run")
     return fig
 
 
@@ -213,6 +244,11 @@ def make_figures(summary: Summary) -> dict[str, Figure]:
                 )
             if with_curv:
                 figs[names["curvature"]] = _curvature_figure(with_curv, colors, where)
+            with_evals = [
+                g for g in gs if any(e.get("val/acc") is not None for r in g.runs for e in r.evals)
+            ]
+            if with_evals:
+                figs[names["val_acc_time"]] = _val_time_figure(with_evals, colors, where)
     return figs
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -12,6 +13,7 @@ from .aggregate import NC_COUNT_KEYS, Group, Stats, Summary, fmt_lr
 from .figures import dataset_figure_names, figure_names
 from .paired import Paired, paired
 from .records import Sweep
+from .ttt import TimeToTarget, time_to_targets
 
 __all__ = ["render_markdown"]
 
@@ -34,6 +36,7 @@ CAPTIONS = {
     "test_acc": "Test accuracy per epoch (mean, error bars = min–max)",
     "test_acc_zoom": "Test accuracy, zoomed on the final accuracies",
     "curvature": "Hessian λ_min and λ_max per step (curvature monitor, mean over seeds)",
+    "val_acc_time": "Validation accuracy vs training seconds (each run; dashed: the targets)",
     "test_acc_vs_lr": "Final test accuracy vs learning rate (mean, error bars = min–max; "
     "× = did not complete)",
 }
@@ -129,7 +132,9 @@ def _header(summary: Summary) -> list[str]:
         f"killed): {len(sweep.incomplete)}.",
         f"- Unreadable `metrics.json` (skipped with `--skip-bad`): {len(sweep.unreadable)}.",
         "",
-        "Conventions: runs are grouped by (dataset, method, lr), repeats are seeds; statistics "
+        "Conventions: runs are grouped by variant — their whole config but the seed — and lr "
+        "(a method's label adds the config keys that tell its runs apart, e.g. `heavyball "
+        "model.activation=tanh`); repeats are seeds; statistics "
         "are over the **completed** runs of a group (`n` = completed/all runs). Mean ± sample "
         "std (ddof = 1; std omitted for one run), [min, max]. Accuracies 4 decimals, seconds and "
         "ratios 2, NC counts 1 (mean per completed run), λ_min 4. Loss bands and accuracy error "
@@ -143,7 +148,15 @@ def _header(summary: Summary) -> list[str]:
 
 def _robustness(summary: Summary, dataset: str, figures: set[str] | None) -> list[str]:
     lrs = summary.lrs(dataset)
-    out = ["", f"## {dataset}", "", "### Learning-rate robustness", ""]
+    out = [
+        "",
+        f"## {dataset}",
+        "",
+        _varying(summary, dataset),
+        "",
+        "### Learning-rate robustness",
+        "",
+    ]
     out.append(
         "Final test accuracy (mean ± std over completed seeds); `diverged (k/n)` / "
         "`failed (k/n)`: k of the n runs of the cell did not complete."
@@ -158,6 +171,59 @@ def _robustness(summary: Summary, dataset: str, figures: set[str] | None) -> lis
         if name in (figures or ()):
             out += ["", f"![{CAPTIONS[kind]}]({name})"]
     return out
+
+
+def _varying(summary: Summary, dataset: str) -> str:
+    keys = summary.varying.get(dataset) or []
+    if not keys:
+        return "Config keys that vary here (besides optimizer, lr and seed): none."
+    return (
+        "Config keys that vary here (besides optimizer, lr and seed; each group holds one "
+        f"config, repeated over seeds): {', '.join(f'`{k}`' for k in keys)}."
+    )
+
+
+TTT_PREAMBLE = (
+    "Training seconds (evaluation and monitors excluded) until the first evaluation that "
+    "reached the target (`trainer.val_check_interval` evaluates within epochs). Median over the "
+    "runs, a run that never reached it counting as infinitely slow (*not reached* once half "
+    "missed it); [min, max] over the runs that reached it. Ratio: method / base seconds, seed by "
+    "seed where both reached it (base as in the paired comparison, else the baseline): median "
+    "[min, max] (k pairs)."
+)
+
+
+def _ttt_row(t: TimeToTarget) -> list[str]:
+    def secs(x: float) -> str:
+        return "not reached" if math.isinf(x) else _f(x, SECONDS_DECIMALS)
+
+    span = DASH if t.lo is None else f"[{_f(t.lo, SECONDS_DECIMALS)}, {_f(t.hi, SECONDS_DECIMALS)}]"
+    ratio = DASH
+    if t.ratios:
+        r = sorted(t.ratios)
+        mid, lo, hi = (_f(x, RATIO_DECIMALS) for x in (statistics.median(r), r[0], r[-1]))
+        ratio = f"{mid} [{lo}, {hi}] ({len(r)} pairs)"
+    side = "≤" if t.metric.endswith("loss") else "≥"
+    return [
+        t.group.method,
+        fmt_lr(t.group.lr),
+        f"{t.metric} {side} {t.threshold:g}",
+        f"{t.reached}/{t.n}",
+        secs(t.median),
+        span,
+        secs(t.cpu_median),
+        t.base or DASH,
+        ratio,
+    ]
+
+
+def _ttt_section(rows: Sequence[TimeToTarget]) -> list[str]:
+    if not rows:
+        return []
+    header = ["method", "lr", "target", "reached", "median s", "[min, max] s", "median CPU s"]
+    header += ["base", "ratio to base"]
+    out = ["", "### Time to target", "", TTT_PREAMBLE, ""]
+    return out + [_table(header, (_ttt_row(t) for t in rows))]
 
 
 def _paired_table(pairs: Sequence[Paired]) -> list[str]:
@@ -266,6 +332,7 @@ def render_markdown(summary: Summary, figures: Iterable[str] | None = None) -> s
     pairs = paired(summary)
     for dataset in summary.datasets:
         out += _robustness(summary, dataset, shown)
+        out += _ttt_section(time_to_targets(summary, dataset))
         for lr in summary.lrs(dataset):
             out += _lr_section(summary, dataset, lr, shown, pairs)
     out += _jobs(summary.sweep)

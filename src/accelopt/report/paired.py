@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .aggregate import DEFAULT_BASES, Group, Stats, Summary
+from .aggregate import DEFAULT_BASES, Group, Stats, Summary, counterpart
 
 __all__ = ["DEFAULT_BASES", "Paired", "paired", "verdict"]
 
@@ -89,7 +89,8 @@ def paired(
     summary: Summary | Mapping[tuple[str, str, float], Group],
     bases: Mapping[str, str] | None = None,
 ) -> list[Paired]:
-    """Every (method, base) comparison whose two groups exist at the same (dataset, lr).
+    """Every (method, base) comparison whose two groups exist at the same (dataset, lr) and
+    setting (:meth:`Summary.counterpart`: the base's group with the same non-optimizer keys).
 
     ``bases`` (method → base) defaults to ``summary.bases`` (for a mapping of groups: to
     :data:`DEFAULT_BASES`). In the order of the groups: dataset, method, lr largest first.
@@ -101,9 +102,9 @@ def paired(
         groups = summary
         bases = DEFAULT_BASES if bases is None else bases
     out = []
-    for (dataset, method, lr), g in groups.items():
-        base = bases.get(method)
-        b = groups.get((dataset, base, lr)) if base is not None and base != method else None
+    for g in groups.values():
+        base = bases.get(g.name or g.method)
+        b = counterpart(groups, g, base) if base is not None and base != g.name else None
         if b is not None:
             out.append(_pair(g, b))
     return out

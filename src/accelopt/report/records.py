@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from accelopt.record import NC_HELDOUT_KEYS, NC_KEYS, RECORD_NAME, RecordError, RunRecord
+from accelopt.variant import identity_of, variant_hash, variant_identity
 
 __all__ = ["ReportError", "Run", "Sweep", "load_run", "load_runs"]
 
@@ -40,11 +41,19 @@ class Run:
     duration_s: float | None
     curvature: list[dict[str, Any]] = field(default_factory=list)
     record: RunRecord | None = None
+    # the run's config without the seed (dotted keys, :func:`accelopt.variant.variant_identity`)
+    identity: dict[str, Any] = field(default_factory=dict)
+    variant: str = ""  # its hash (the record's ``variant``, else computed from ``config``)
+    choices: dict[str, Any] = field(default_factory=dict)  # the config-group choices
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    targets: list[dict[str, Any]] = field(default_factory=list)
+    label: str = ""  # method + what differs from the rest of the sweep (set by summarise)
+    setting: tuple[str, ...] = ()  # the label's parts outside the optimizer's config
 
     @property
     def key(self) -> tuple[str, str, float]:
-        """The group key (dataset, method, lr)."""
-        return (self.dataset, self.method, self.lr)
+        """The group key (dataset, label, lr): one variant per key (see ``summarise``)."""
+        return (self.dataset, self.label or self.method, self.lr)
 
     @property
     def final_test_acc(self) -> float | None:
@@ -106,6 +115,7 @@ def _nc_view(nc: dict[str, Any] | None) -> dict[str, float | None] | None:
 def run_from_record(rec: RunRecord, path: Path, root: Path) -> Run:
     """The report's :class:`Run` view of a validated record read from ``path``."""
     steps, values = rec.train_loss["step"], rec.train_loss["value"]
+    ident = identity_of(rec.config)
     return Run(
         path=path,
         job=_relative(path.parent, root),
@@ -124,6 +134,11 @@ def run_from_record(rec: RunRecord, path: Path, root: Path) -> Run:
         duration_s=rec.duration_s,
         curvature=rec.curvature,
         record=rec,
+        identity=variant_identity(ident),
+        variant=rec.variant or variant_hash(ident),
+        choices=dict(rec.config_groups),
+        evals=rec.evals,
+        targets=rec.targets,
     )
 
 
