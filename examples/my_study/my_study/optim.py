@@ -35,9 +35,9 @@ class Signum(Optimizer):
                 if p.grad is None:
                     continue
                 state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p)
-                m = state["momentum_buffer"]
+                if "exp_avg" not in state:  # an average of gradients, as Adam's m (SGD's differs)
+                    state["exp_avg"] = torch.zeros_like(p)
+                m = state["exp_avg"]
                 m.mul_(beta).add_(p.grad, alpha=1 - beta)
                 p.add_(torch.sign(m), alpha=-group["lr"])
         return loss
