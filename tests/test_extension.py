@@ -55,7 +55,7 @@ def _documented_commands() -> list[list[str]]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Each documented command, run as written plus FAST_QUIET into its own folder (side by side)."""
+    """Each documented command as written, plus FAST_QUIET, in its own folder (side by side)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (_documented_pythonpath(), env.get("PYTHONPATH")) if p
