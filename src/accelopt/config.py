@@ -10,7 +10,13 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from accelopt.data.sources import SOURCES, DataSourceError
-from accelopt.models.module import needs_hvp
+from accelopt.optim_protocol import (
+    check_clip,
+    check_protocol,
+    needs_hvp,
+    optimizer_factory,
+)
+from accelopt.schedules import check_scheduler
 
 HALF_PRECISIONS = ("16-mixed", "16", "16-true", 16)
 # Lightning's precision names (lightning.fabric.connector), plus the short integer forms.
@@ -37,6 +43,8 @@ def check_config(cfg: DictConfig) -> None:
     _check_dataset(cfg)
     factory = _check_optimizer(cfg)
     _check_hardware(cfg, factory)
+    check_clip(cfg.trainer)
+    check_scheduler(cfg.get("scheduler"))
 
 
 def _is_int(x: object) -> bool:
@@ -122,10 +130,9 @@ def _resolve_dataset(ds: DictConfig) -> None:
 
 
 def _check_optimizer(cfg: DictConfig) -> object:
-    from hydra.utils import instantiate
-
+    check_protocol(cfg.optimizer)
     try:
-        factory = instantiate(cfg.optimizer)
+        factory = optimizer_factory(cfg.optimizer)
         factory([torch.nn.Parameter(torch.zeros(1))])  # constructor checks its own knobs
     except Exception as err:  # noqa: BLE001 - rephrased with the config's key
         raise ConfigError(f"optimizer config is invalid: {err}") from err

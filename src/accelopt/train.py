@@ -38,6 +38,7 @@ from accelopt.checkpoint import AtomicCheckpointIO
 from accelopt.config import ConfigError, check_config
 from accelopt.data.sources import DataSourceError
 from accelopt.models.module import ClassifierModule, Diverged
+from accelopt.optim_protocol import clip_settings, method_label, optimizer_factory, trainer_kwargs
 from accelopt.record import RECORD_NAME, RecordError, RunRecord
 from accelopt.resume import ResumePoint, identity, resolve_checkpoint
 from accelopt.rundir import RunLock, check_writable
@@ -108,7 +109,7 @@ def build_trainer(cfg: DictConfig, out: Path, callbacks: list[L.Callback]) -> L.
         plugins=[AtomicCheckpointIO()],
         default_root_dir=str(out),
         use_distributed_sampler=False,  # the data module shards batches itself
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        **trainer_kwargs(cfg.trainer),  # the gradient_clip_* keys go to the module
     )
 
 
@@ -147,7 +148,7 @@ def _new_record(cfg: DictConfig, out: Path) -> RunRecord:
     lr, seed = cfg.optimizer.get("lr"), cfg.get("seed")
     numeric = isinstance(lr, int | float) and not isinstance(lr, bool)
     return RunRecord(
-        method=str(choices.get("optimizer", cfg.optimizer.get("_target_"))),
+        method=method_label(cfg.optimizer, choices.get("optimizer")),
         dataset=str(cfg.dataset.get("name")),
         lr=float(lr) if numeric else math.nan,
         seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else -1,
@@ -246,9 +247,12 @@ def _prepare(cfg: DictConfig, out: Path, record: RunRecord) -> _Job | RunRecord:
     datamodule.setup("fit")  # before any model or trainer is built
     module = ClassifierModule(
         net=_build_net(cfg),
-        optimizer=instantiate(cfg.optimizer),
+        optimizer=optimizer_factory(cfg.optimizer),
         num_classes=cfg.dataset.num_classes,
         memory_format=cfg.hardware.get("memory_format", "contiguous"),
+        scheduler=_container(cfg.scheduler) if cfg.get("scheduler") else None,
+        protocol=cfg.optimizer.get("protocol"),
+        **clip_settings(cfg.trainer),
     )
     timer, stop = EpochTimer(), GracefulStop()
     recorder = RunRecorder(record, timer, identity(cfg), out, targets, cfg.stop_at_target)

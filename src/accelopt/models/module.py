@@ -31,7 +31,8 @@ gradients and Hessian-vector products agree between the two to float tolerance.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import lightning as L
 import torch
@@ -40,6 +41,9 @@ from torch.optim import Optimizer
 from torchmetrics.classification import MulticlassAccuracy
 
 from accelopt.curvature.buffers import call_keeping_buffers
+from accelopt.optim_protocol import CLIP_ALGORITHMS, protocol_of
+from accelopt.optim_protocol import needs_hvp as needs_hvp  # re-exported (older imports)
+from accelopt.schedules import build_scheduler
 
 LossClosure = Callable[[], Tensor]
 MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
@@ -51,12 +55,6 @@ class Diverged(RuntimeError):
     def __init__(self, step: int, loss: float) -> None:
         super().__init__(f"training loss became {loss} at step {step}")
         self.step, self.loss = step, loss
-
-
-def needs_hvp(optimizer: object) -> bool:
-    """Whether an optimizer (or a partial / class that builds one) uses the closure protocol."""
-    target = getattr(optimizer, "func", optimizer)  # functools.partial from Hydra's _partial_
-    return bool(getattr(target, "needs_hvp", False))
 
 
 class ClassifierModule(L.LightningModule):
@@ -75,8 +73,17 @@ class ClassifierModule(L.LightningModule):
         num_classes: int = 10,
         log_nc: bool = True,
         memory_format: str = "contiguous",
+        scheduler: Mapping[str, Any] | None = None,
+        protocol: str | None = None,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str = "norm",
     ) -> None:
         super().__init__()
+        if gradient_clip_algorithm not in CLIP_ALGORITHMS:
+            raise ValueError(
+                f"gradient_clip_algorithm={gradient_clip_algorithm!r} is invalid; accepted: "
+                f"{', '.join(CLIP_ALGORITHMS)} (trainer.gradient_clip_algorithm)."
+            )
         if memory_format not in MEMORY_FORMATS:
             raise ValueError(
                 f"memory_format={memory_format!r} is invalid; accepted: "
@@ -92,6 +99,14 @@ class ClassifierModule(L.LightningModule):
         self.eval_acc = nn.ModuleList(
             [MulticlassAccuracy(num_classes=num_classes, average="micro") for _ in range(2)]
         )
+        self.scheduler_spec = None if scheduler is None else dict(scheduler)
+        self.declared_protocol = protocol
+        self.gradient_clip_val = gradient_clip_val
+        self.gradient_clip_algorithm = gradient_clip_algorithm
+        self._protocol = "plain"  # set by configure_optimizers (optim_protocol.protocol_of)
+        self._opt: Optimizer | None = None
+        self._interval: str | None = None
+        self._grad_norm: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(self._input(x))
@@ -102,13 +117,40 @@ class ClassifierModule(L.LightningModule):
             return x
         return x.contiguous(memory_format=self._format)
 
-    def configure_optimizers(self) -> Optimizer:
+    def configure_optimizers(self) -> Optimizer | dict[str, Any]:
+        """The optimizer, with its LR scheduler (``scheduler`` config) when there is one."""
         opt = self.optimizer_factory(self.parameters())
-        if needs_hvp(opt):
+        self._opt, self._protocol = opt, protocol_of(opt, self.declared_protocol)
+        if self._protocol == "nc":
             opt.module = self  # forward-over-reverse HVPs (torch.func) need the model itself
-        if needs_hvp(opt) and self.trainer is not None and self.trainer.world_size > 1:
+            if self.gradient_clip_val is not None:  # clip the base step's gradient only
+                opt.grad_transform = lambda params: self._clip(opt)
+        if self._protocol == "nc" and self.trainer is not None and self.trainer.world_size > 1:
             opt.reduce = _all_reduce_mean
-        return opt
+        name = (self.scheduler_spec or {}).get("name", "constant")
+        total = 1 if name in ("constant", "step") else self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise ValueError(
+                f"scheduler={name} needs a finite number of training steps; set "
+                "trainer.max_epochs or trainer.max_steps"
+            )
+        sched, self._interval = build_scheduler(self.scheduler_spec, opt, int(total))
+        if sched is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": self._interval}}
+
+    def _clip(self, optimizer: Optimizer) -> None:
+        """Record the total gradient norm, then clip as ``trainer.gradient_clip_*`` say."""
+        if self.gradient_clip_val is None:
+            return
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        with torch.no_grad():
+            self._grad_norm = torch.nn.utils.get_total_norm(grads).detach()
+        self.clip_gradients(
+            optimizer,
+            gradient_clip_val=self.gradient_clip_val,
+            gradient_clip_algorithm=self.gradient_clip_algorithm,
+        )
 
     # -- training ----------------------------------------------------------------------------
     @property
@@ -148,13 +190,14 @@ class ClassifierModule(L.LightningModule):
         # one process: stop before a non-finite loss is stepped on; DDP: test the rank mean
         # after the step instead, so that every rank raises together (no hung collective)
         closure = self._closure(x, y, check=not distributed)
-        if needs_hvp(opt.optimizer):
+        lr = opt.optimizer.param_groups[0]["lr"]  # the lr of this step (before the scheduler)
+        if self._protocol == "nc":
             loss = opt.step(closure, probe=self.probe, batch_idx=batch_idx)
         else:
-            opt.zero_grad(set_to_none=True)
-            loss = closure()
-            self.manual_backward(loss)
-            opt.step()
+            loss = self._backward_step(opt, closure)
+        scheduler = self.lr_schedulers() if self._interval == "step" else None
+        if scheduler is not None:
+            scheduler.step()
         loss = loss.detach()
         if distributed:
             loss = _all_reduce_mean(loss.clone())
@@ -163,7 +206,9 @@ class ClassifierModule(L.LightningModule):
         # TensorBoard: train/loss per step, train/loss_epoch_mean per epoch
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         self.log("train/loss_epoch_mean", loss, on_step=False, on_epoch=True)
-        if needs_hvp(opt.optimizer) and self.log_nc and self._logs_this_step():
+        if self._logs_this_step():
+            self._log_step_scalars(float(lr))
+        if self._protocol == "nc" and self.log_nc and self._logs_this_step():
             counters = opt.optimizer.counters
             self.log_dict(
                 {f"nc/{k}": float(v) for k, v in counters.items() if math.isfinite(v)},
@@ -171,6 +216,49 @@ class ClassifierModule(L.LightningModule):
                 on_epoch=False,
             )
         return loss
+
+    def _backward_step(self, opt: Any, closure: LossClosure) -> Tensor:
+        """zero_grad, backward (``create_graph`` for the graph protocol), clip, step."""
+        graph = self._protocol == "graph"
+        opt.zero_grad(set_to_none=True)
+        loss = closure()
+        self.manual_backward(loss, create_graph=graph)
+        self._clip(opt.optimizer)
+        opt.step()
+        if graph:  # the gradients hold the double-backward graph: free it now
+            opt.zero_grad(set_to_none=True)
+        return loss
+
+    def _log_step_scalars(self, lr: float) -> None:
+        """``train/lr`` (the lr the step used) and, when clipping, ``train/grad_norm`` (pre-clip)."""
+        kw = {"on_step": True, "on_epoch": False}
+        self.log("train/lr", lr, **kw)
+        if self._grad_norm is not None:
+            self.log("train/grad_norm", self._grad_norm, **kw)
+
+    # -- schedule-free mode switch and per-epoch schedules -----------------------------------
+    def _mode(self, mode: str) -> None:
+        """``train()`` / ``eval()`` a schedule-free optimizer (eval: the averaged weights x)."""
+        if self._protocol == "schedule_free" and self._opt is not None:
+            getattr(self._opt, mode)()
+
+    def on_train_epoch_start(self) -> None:
+        self._mode("train")
+        scheduler = self.lr_schedulers() if self._interval == "epoch" else None
+        while scheduler is not None and scheduler.last_epoch < self.current_epoch:
+            scheduler.step()  # one step per finished epoch (also catches up after a resume)
+
+    def on_validation_start(self) -> None:
+        self._mode("eval")
+
+    def on_validation_end(self) -> None:  # after the callbacks': a checkpoint saved here holds x
+        self._mode("train")
+
+    def on_test_start(self) -> None:
+        self._mode("eval")
+
+    def on_test_end(self) -> None:
+        self._mode("train")
 
     def _logs_this_step(self) -> bool:
         """Whether the logger writes this step's scalars (every ``trainer.log_every_n_steps``).

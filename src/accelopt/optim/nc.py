@@ -111,6 +111,9 @@ class NCEscape(Optimizer):
             (DDP all-reduce mean); also settable as the attribute ``opt.reduce``.
         module: the ``nn.Module`` the closures call (needed only by
             ``hvp_method="forward_over_reverse"``); also settable as ``opt.module``.
+        grad_transform (attribute, default ``None``): ``f(params)`` called after the base step's
+            gradient is in ``p.grad`` and before ``base.step()`` (the training module's gradient
+            clipping); the check, search and NC step never see it.
         **knobs: flat knob overrides routed to the component that has them
             (see :mod:`accelopt.optim.compose`), e.g. ``every=10``, ``eps_h=0.1``.
 
@@ -183,6 +186,7 @@ class NCEscape(Optimizer):
         self.seed = seed
         self.reduce: Reduce = reduce
         self.module = module
+        self.grad_transform: Callable[[list[Tensor]], None] | None = None
         self.generator = torch.Generator(device=self.params()[0].device)
         self.generator.manual_seed(seed)
         self._n_steps = 0
@@ -267,6 +271,8 @@ class NCEscape(Optimizer):
             g = g + (2.0 * self.prox) * (self.flat_params() - self.anchor)
         for p, gi in zip(params, unflatten_like(g, params), strict=True):
             p.grad = gi if p.requires_grad else None
+        if self.grad_transform is not None:
+            self.grad_transform(params)  # e.g. clipping: may change ``.grad`` in place
         self.base.step()
         if due and not before:
             self.schedule.phase(self, probe)  # type: ignore[arg-type]
