@@ -77,10 +77,14 @@ def constructor_cfg(node: DictConfig) -> DictConfig:
 
 
 def optimizer_factory(node: DictConfig) -> Callable[..., Any]:
-    """``instantiate`` the optimizer config (a partial: ``factory(params)``), reserved keys off."""
+    """``instantiate`` the optimizer config (a partial: ``factory(params)``), reserved keys off.
+
+    Lists arrive as plain lists (``_convert_="all"``), not ``ListConfig``: optimizers keep
+    them in ``param_groups`` (e.g. ``betas``), and checkpoints must load with ``weights_only``.
+    """
     from hydra.utils import instantiate
 
-    return instantiate(constructor_cfg(node))
+    return instantiate(constructor_cfg(node), _convert_="all")
 
 
 def check_protocol(node: DictConfig) -> None:
