@@ -109,7 +109,9 @@ def main() -> None:
         "methods": {},
     }
     base_w, base_c = statistics.median(wall["heavyball"]), statistics.median(cpu["heavyball"])
-    print(f"{'method':<12}{'wall ms/step':>14}{'CPU ms/step':>14}{'wall ratio':>12}{'CPU ratio':>11}")
+    print(
+        f"{'method':<12}{'wall ms/step':>14}{'CPU ms/step':>14}{'wall ratio':>12}{'CPU ratio':>11}"
+    )
     for n in names:
         w, c = statistics.median(wall[n]), statistics.median(cpu[n])
         result["methods"][n] = {

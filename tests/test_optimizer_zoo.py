@@ -48,8 +48,10 @@ def _tensors_equal(a: object, b: object) -> bool:
     if isinstance(a, torch.Tensor):
         return isinstance(b, torch.Tensor) and torch.equal(a, b)
     if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(
-            _tensors_equal(a[k], b[k]) for k in a
+        return (
+            isinstance(b, dict)
+            and a.keys() == b.keys()
+            and all(_tensors_equal(a[k], b[k]) for k in a)
         )
     if isinstance(a, list | tuple):
         return len(a) == len(b) and all(_tensors_equal(x, y) for x, y in zip(a, b, strict=True))
@@ -96,14 +98,18 @@ def test_every_optimizer_with_warmup_cosine(name: str, tmp_path: Path):
 @pytest.mark.parametrize("name", ["adahessian", "sophiah"])
 def test_second_order_needs_the_graph(name: str, tmp_path: Path):
     """The guard: declared plain, their Hutchinson HVP has no graph and the run fails."""
-    cfg = compose_cfg([*QUIET, "callbacks=none", f"optimizer={name}", "optimizer.protocol=plain"], tmp_path)
+    cfg = compose_cfg(
+        [*QUIET, "callbacks=none", f"optimizer={name}", "optimizer.protocol=plain"], tmp_path
+    )
     with pytest.raises(RuntimeError, match="does not require grad"):
         train(cfg)
 
 
 @pytest.mark.parametrize("name", ["adahessian", "sophiah"])
 def test_second_order_lowers_the_loss(name: str, tmp_path: Path):
-    cfg = compose_cfg([*QUIET, "callbacks=none", f"optimizer={name}", "trainer.max_epochs=3"], tmp_path)
+    cfg = compose_cfg(
+        [*QUIET, "callbacks=none", f"optimizer={name}", "trainer.max_epochs=3"], tmp_path
+    )
     assert train(cfg)["status"] == "completed"
     losses = [float(v) for _, v in sorted(logged(tmp_path, "train/loss").items())]
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
@@ -189,7 +195,13 @@ def test_labels(tmp_path: Path):
 
 def test_label_reaches_the_record(tmp_path: Path):
     cfg = compose_cfg(
-        [*QUIET, "callbacks=none", "optimizer=adam", "optimizer._target_=torch.optim.AdamW", "trainer.limit_train_batches=2"],
+        [
+            *QUIET,
+            "callbacks=none",
+            "optimizer=adam",
+            "optimizer._target_=torch.optim.AdamW",
+            "trainer.limit_train_batches=2",
+        ],
         tmp_path,
     )
     assert train(cfg)["method"] == "AdamW"
@@ -197,5 +209,7 @@ def test_label_reaches_the_record(tmp_path: Path):
 
 def test_bad_protocol_is_one_line(tmp_path: Path):
     cfg = compose_cfg([*QUIET, "+optimizer.protocol=closure"], tmp_path)
-    with pytest.raises(ConfigError, match="optimizer.protocol='closure' is invalid; accepted: plain, graph"):
+    with pytest.raises(
+        ConfigError, match="optimizer.protocol='closure' is invalid; accepted: plain, graph"
+    ):
         train(cfg)

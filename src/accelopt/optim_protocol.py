@@ -55,7 +55,9 @@ def needs_hvp(optimizer: object) -> bool:
 
 def is_schedule_free(optimizer: object) -> bool:
     """Whether an optimizer has the schedule-free ``train()`` / ``eval()`` mode switch."""
-    return callable(getattr(optimizer, "train", None)) and callable(getattr(optimizer, "eval", None))
+    return callable(getattr(optimizer, "train", None)) and callable(
+        getattr(optimizer, "eval", None)
+    )
 
 
 def protocol_of(optimizer: object, declared: str | None = None) -> str:
