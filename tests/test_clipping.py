@@ -16,7 +16,7 @@ from accelopt.optim import GOSE
 from accelopt.train import train
 from tests.conftest import compose_cfg, run_cli
 from tests.test_schedulers import QUIET as _QUIET
-from tests.test_schedulers import logged
+from tests.test_schedulers import logged, quiet_trainer
 
 QUIET = [*_QUIET, "trainer.max_epochs=1"]
 
@@ -40,15 +40,7 @@ def _first_step(tmp_path: Path, factory, val: float, algorithm: str):
         net, factory, num_classes=4, gradient_clip_val=val, gradient_clip_algorithm=algorithm
     )
     spy = _FirstBatch()
-    trainer = L.Trainer(
-        max_steps=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        callbacks=[spy],
-    )
+    trainer = quiet_trainer([spy], max_steps=1, limit_val_batches=0)
     trainer.fit(module, datamodule=instantiate(cfg.dataset, seed=1))
     assert spy.batch is not None
     return before, net, spy.batch

@@ -19,7 +19,7 @@ from accelopt.models.module import ClassifierModule
 from accelopt.optim_protocol import method_label, optimizer_factory, protocol_of
 from accelopt.train import train
 from tests.conftest import compose_cfg
-from tests.test_schedulers import QUIET, logged, reference_lrs
+from tests.test_schedulers import QUIET, logged, quiet_trainer, reference_lrs
 
 OPTIMIZERS = [
     "sgd",
@@ -161,15 +161,7 @@ def test_schedule_free_evaluates_the_averaged_weights(target, tmp_path: Path):
     lr = 0.1 if target is schedulefree.SGDScheduleFree else 0.0025
     module = ClassifierModule(instantiate(cfg.model), lambda p: target(p, lr=lr), num_classes=4)
     spy = _Spy()
-    trainer = L.Trainer(
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[spy],
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer([spy], max_epochs=1, num_sanity_val_steps=0)
     trainer.fit(module, datamodule=dm)
     assert spy.evaluated is not None and len(spy.reference) == len(spy.evaluated)
     for x, seen in zip(spy.reference, spy.evaluated, strict=True):

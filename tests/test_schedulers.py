@@ -26,6 +26,18 @@ QUIET = [
 ]
 
 
+def quiet_trainer(callbacks: list[L.Callback], **kwargs: object) -> L.Trainer:
+    """A bare Lightning trainer (no logger, checkpoints, bar or summary) for module-level tests."""
+    return L.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        **kwargs,
+    )
+
+
 def run(out: Path, *overrides: str, epochs: int = 2, ckpt: bool = False) -> dict:
     cfg = compose_cfg(
         [*QUIET, f"trainer.max_epochs={epochs}", *([] if ckpt else ["callbacks=none"]), *overrides],
