@@ -119,6 +119,11 @@ def test_bad_schedule_is_one_line(override: str, phrase: str, tmp_path: Path):
     assert phrase in str(err.value) and "\n" not in str(err.value)
 
 
+def test_unbounded_run_with_a_per_batch_schedule_is_refused(tmp_path: Path):
+    with pytest.raises(ConfigError, match="scheduler=cosine needs a finite number"):
+        run(tmp_path, "scheduler=cosine", "trainer.max_steps=-1", epochs=-1)
+
+
 def test_bad_milestones(tmp_path: Path):
     with pytest.raises(ConfigError, match=r"scheduler.milestones=\[3, 1\]"):
         run(tmp_path, "scheduler=step", "scheduler.milestones=[3,1]", epochs=1)

@@ -44,7 +44,7 @@ def check_config(cfg: DictConfig) -> None:
     factory = _check_optimizer(cfg)
     _check_hardware(cfg, factory)
     check_clip(cfg.trainer)
-    check_scheduler(cfg.get("scheduler"))
+    check_scheduler(cfg.get("scheduler"), cfg.trainer)
 
 
 def _is_int(x: object) -> bool:

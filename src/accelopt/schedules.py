@@ -84,8 +84,11 @@ def _problem(spec: Mapping[str, Any]) -> str | None:
     return None
 
 
-def check_scheduler(spec: Mapping[str, Any] | None) -> None:
-    """Raise ConfigError for the first invalid value of the ``scheduler`` config."""
+def check_scheduler(
+    spec: Mapping[str, Any] | None, trainer_cfg: Mapping[str, Any] | None = None
+) -> None:
+    """Raise ConfigError for the first invalid value of the ``scheduler`` config (and for a
+    per-batch schedule over an unbounded run: ``trainer.max_epochs=-1`` without ``max_steps``)."""
     from omegaconf import DictConfig, OmegaConf
 
     from accelopt.config import ConfigError
@@ -93,6 +96,13 @@ def check_scheduler(spec: Mapping[str, Any] | None) -> None:
     if isinstance(spec, DictConfig):
         spec = OmegaConf.to_container(spec, resolve=True)  # type: ignore[assignment]
     problem = None if spec is None else _problem(spec)
+    trainer_cfg = trainer_cfg or {}
+    unbounded = trainer_cfg.get("max_epochs") == -1 and (trainer_cfg.get("max_steps") or -1) == -1
+    if problem is None and spec is not None and INTERVALS[spec["name"]] == "step" and unbounded:
+        problem = (
+            f"scheduler={spec['name']} needs a finite number of training steps, and "
+            "trainer.max_epochs=-1 with trainer.max_steps=-1 has none; set either"
+        )
     if problem is not None:
         raise ConfigError(problem + ".")
 
