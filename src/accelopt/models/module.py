@@ -4,7 +4,11 @@ Plain optimizers (torch's SGD, Nesterov SGD, Adam, ...) are stepped the usual ma
 NC-capable optimizer (class attribute ``needs_hvp = True``) is stepped as
 ``opt.step(closure, probe=probe, batch_idx=batch_idx)``: ``closure()`` returns the minibatch loss
 with its graph (it never calls ``backward``), ``probe(n)`` a loss closure over ``n`` fresh training samples
-supplied by the data module. The optimizer differentiates them itself.
+supplied by the data module. The optimizer differentiates them itself. Second-order optimizers
+declared ``protocol: graph`` get ``backward(create_graph=True)``; schedule-free ones are switched
+to ``eval()`` around evaluation (:mod:`accelopt.optim_protocol` decides; docs/optimizers.md,
+"Bring your own optimizer"). The ``scheduler`` config's torch LR scheduler is stepped here
+(per batch, or at epoch starts), and ``trainer.gradient_clip_*`` clip here.
 
 Distributed data parallel (Lightning's DDP strategy; issue 6). Each rank holds its own share of
 every batch and probe. The closures call the *un-wrapped* ``self.net``, so DDP's forward
@@ -62,8 +66,12 @@ class ClassifierModule(L.LightningModule):
 
     Logs ``train/loss`` every step (its epoch mean as ``train/loss_epoch_mean``), ``val/loss`` / ``val/acc`` / ``test/loss`` / ``test/acc``
     every epoch (the data module's evaluation loaders, in the order of its ``eval_names``) and,
-    for NC optimizers, their (cumulative) counters as ``nc/<name>`` on the steps the logger writes. ``memory_format``: ``"contiguous"``
-    or ``"channels_last"`` (the net and every input batch are converted to it).
+    for NC optimizers, their (cumulative) counters as ``nc/<name>`` on the steps the logger writes,
+    as ``train/lr`` (the lr of the step) and, with clipping, ``train/grad_norm`` (pre-clip) are.
+    ``memory_format``: ``"contiguous"`` or ``"channels_last"`` (the net and every input batch
+    are converted to it). ``scheduler``: the ``scheduler`` config (:mod:`accelopt.schedules`);
+    ``protocol``: the optimizer yaml's reserved key; ``gradient_clip_val`` /
+    ``gradient_clip_algorithm``: as Lightning's Trainer arguments of those names.
     """
 
     def __init__(
