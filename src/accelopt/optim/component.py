@@ -27,7 +27,9 @@ from torch import Tensor
 
 from accelopt.curvature.hvp import HessianOperator
 
-__all__ = ["Batch", "Component", "Context", "Probe", "Reduce", "registry"]
+__all__ = ["HVP_METHODS", "Batch", "Component", "Context", "Probe", "Reduce", "registry"]
+
+HVP_METHODS = ("double_backward", "forward_over_reverse")  # accelopt.curvature.hvp's methods
 
 Closure = Callable[[], Tensor]
 Probe = Callable[[int], Closure]
@@ -37,15 +39,27 @@ _REGISTRY: dict[str, dict[str, type[Component]]] = {}
 
 
 class Context(Protocol):
-    """What components see of the optimizer (the :class:`~accelopt.optim.NCEscape` itself)."""
+    """What components see of the optimizer (the :class:`~accelopt.optim.NCEscape` itself).
+
+    The only door between the components and the optimizer: a component reads and writes these
+    public members and nothing else of the optimizer or of another component. ``direction`` is
+    the warm start of the next search (the vector behind the last λ); ``n_steps`` the number of
+    base steps taken; ``nc_log`` one dict per NC step kept.
+    """
 
     reduce: Reduce
     module: torch.nn.Module | None
     counters: dict[str, float]
     direction: Tensor | None
     generator: torch.Generator
+    nc_log: list[dict[str, Any]]
+    n_steps: int
 
     def params(self) -> list[Tensor]: ...
+
+    def flat_params(self) -> Tensor: ...
+
+    def zero_momentum(self) -> None: ...
 
 
 @dataclass

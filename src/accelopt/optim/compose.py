@@ -18,27 +18,9 @@ from torch.optim import Optimizer
 
 from accelopt.optim.component import Component, choice, positive
 
-__all__ = ["BASES", "ALIASES", "make_base", "route_knobs"]
+__all__ = ["BASES", "make_base", "route_knobs"]
 
 BASES = ("sgd", "heavyball", "nesterov", "adam")
-
-# flat names of the single-class optimizer -> (component kind, knob)
-ALIASES: dict[str, tuple[str, str]] = {
-    "check_ratio": ("check", "ratio"),
-    "check_tol": ("check", "tol"),
-    "check_batches": ("check", "batches"),
-    "check_batch_size": ("check", "batch_size"),
-    "check_threshold": ("check", "threshold"),
-    "power_outer": ("search", "outer"),
-    "power_inner": ("search", "inner"),
-    "power_step": ("search", "step"),
-    "power_lam": ("search", "lam"),
-    "power_batch": ("search", "batch"),
-    "neon2_eta": ("search", "eta"),
-    "neon2_sigma": ("search", "sigma"),
-    "nc_length": ("step", "length"),
-}
-
 
 def make_base(
     base: str | type[Optimizer] | Callable[..., Optimizer] | Optimizer,
@@ -89,20 +71,19 @@ def make_base(
 
 
 def route_knobs(components: dict[str, Component], knobs: dict[str, Any]) -> dict[str, Component]:
-    """``components`` (by kind) with the flat ``knobs`` applied to the one that has each."""
+    """``components`` (by kind) with each flat knob applied to every one that has it."""
     per_kind: dict[str, dict[str, Any]] = {kind: {} for kind in components}
     for key, value in knobs.items():
-        kind, name = ALIASES.get(key, (None, key))
-        owners = [kind] if kind is not None else list(components)
-        owner = next((k for k in owners if name in components[k].knobs()), None)
-        if owner is None:
+        owners = [k for k in components if key in components[k].knobs()]
+        if not owners:
             accepted = sorted({n for c in components.values() for n in c.knobs()})
             in_use = ", ".join(type(c).__name__ for c in components.values())
             raise ValueError(
                 f"NCEscape: unknown knob {key}={value!r} for the components in use ({in_use}); "
                 f"accepted: {', '.join(accepted)}"
             )
-        per_kind[owner][name] = value
+        for owner in owners:
+            per_kind[owner][key] = value
     return {
         kind: comp.replace(**per_kind[kind]) if per_kind[kind] else comp
         for kind, comp in components.items()

@@ -2,7 +2,8 @@ r"""NC steps judged on data they were not chosen on: verification and the held-o
 
 A search picks ``(λ, v)`` on its batch ``S``; on a small batch ``vᵀH_S v`` can be negative while
 the curvature of the loss along ``v`` is not. Two opt-in knobs of the
-:class:`~accelopt.optim.schedule.Schedule` look at fresh probe batches instead:
+:class:`~accelopt.optim.schedule.Schedule` look at fresh probe batches instead (their HVPs
+computed by its ``hvp_method``):
 
 - ``verify_batch = n_V`` (**verification**, before the step): one HVP on a fresh batch ``V``,
 
@@ -32,26 +33,28 @@ Every loss and HVP goes through ``opt.reduce`` (DDP); the gradients and HVPs are
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from accelopt.curvature.hvp import Closure, HessianOperator, assign_flat
+from accelopt.optim.component import Context
 from accelopt.optim.step import reduce_loss
-
-if TYPE_CHECKING:
-    from accelopt.optim.nc import NCEscape
 
 __all__ = ["curvature_on", "heldout_judge", "record_step", "verify"]
 
 
 def curvature_on(
-    opt: NCEscape, closure: Closure, v: Tensor, *, with_loss: bool = True
+    opt: Context,
+    closure: Closure,
+    v: Tensor,
+    *,
+    method: str = "double_backward",
+    with_loss: bool = True,
 ) -> tuple[float, float]:
-    """``(vᵀH_B v / vᵀv, f_B(θ))`` on ``closure``'s batch at the current θ (1 gradient, 1 HVP;
-    the loss NaN unless ``with_loss``)."""
-    method = getattr(opt.search, "hvp_method", "double_backward")
+    """``(vᵀH_B v / vᵀv, f_B(θ))`` on ``closure``'s batch at the current θ (1 gradient, 1 HVP by
+    ``method``; the loss NaN unless ``with_loss``)."""
     op = HessianOperator(closure, opt.params(), method=method, reduce=opt.reduce, module=opt.module)
     u = v.detach().to(dtype=op.dtype, device=op.device)
     u = u / u.norm()
@@ -62,14 +65,16 @@ def curvature_on(
     return curvature, loss
 
 
-def verify(opt: NCEscape, closure: Closure, v: Tensor, eps_h: float) -> tuple[bool, float]:
+def verify(
+    opt: Context, closure: Closure, v: Tensor, eps_h: float, *, method: str = "double_backward"
+) -> tuple[bool, float]:
     """Whether ``v`` has curvature below ``−eps_h/2`` on ``closure``'s (fresh) batch, and it."""
-    curvature, _ = curvature_on(opt, closure, v, with_loss=False)
+    curvature, _ = curvature_on(opt, closure, v, method=method, with_loss=False)
     return curvature < -eps_h / 2, curvature
 
 
 def heldout_judge(
-    opt: NCEscape, closure: Closure, v: Tensor, before: Tensor
+    opt: Context, closure: Closure, v: Tensor, before: Tensor, method: str = "double_backward"
 ) -> tuple[float, float]:
     """``(κ_H, Δ_H)`` of the NC step just kept, from θ₀ = ``before`` (flat) to the current θ₁.
 
@@ -83,7 +88,7 @@ def heldout_judge(
     loss_after = float((loss if opt.reduce is None else opt.reduce(loss))[0])
     assign_flat(before, params)
     try:
-        curvature, loss_before = curvature_on(opt, closure, v)
+        curvature, loss_before = curvature_on(opt, closure, v, method=method)
     finally:
         assign_flat(after, params)
     return curvature, loss_after - loss_before
@@ -94,7 +99,7 @@ def _running_mean(counters: dict[str, float], key: str, value: float, n: float) 
     counters[key] = value if n == 1 or math.isnan(old) else old + (value - old) / n
 
 
-def record_step(opt: NCEscape, entry: dict[str, Any]) -> None:
+def record_step(opt: Context, entry: dict[str, Any]) -> None:
     """Append ``entry`` to ``opt.nc_log``; with held-out values, update the held-out counters."""
     opt.nc_log.append(entry)
     curvature, change = entry.get("heldout_curvature"), entry.get("heldout_loss_change")

@@ -13,10 +13,13 @@ Each :meth:`NCEscape.step`, with :math:`g_t` the (reduced) minibatch gradient of
         &\textbf{if } \text{schedule.due}(k) \textbf{ and timing = after: } \text{NC phase}
     \end{aligned}
 
-The NC phase (:mod:`accelopt.optim.schedule`) composes a check (:mod:`accelopt.optim.check`),
-a search (:mod:`accelopt.optim.search`) and a step rule (:mod:`accelopt.optim.step`). The wrapper
-owns only what they share: the base optimizer, the counters, the generator, the warm-start
-direction and the anchor, ``reduce`` and ``module``, and the ``state_dict``.
+The schedule (:mod:`accelopt.optim.schedule`) says when; the phase (:mod:`accelopt.optim.phase`)
+composes a check (:mod:`accelopt.optim.check`), a search (:mod:`accelopt.optim.search`), a step
+rule (:mod:`accelopt.optim.step`), the judgements (:mod:`accelopt.optim.judge`) and ANCM's anchor
+(:mod:`accelopt.optim.anchor`). The wrapper owns only what they share, the
+:class:`~accelopt.optim.component.Context`: the base optimizer, the counters, the generator, the
+warm-start direction, the step count, ``nc_log``, ``reduce`` and ``module``; and the
+``state_dict``.
 """
 
 from __future__ import annotations
@@ -30,14 +33,16 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from accelopt.curvature.hvp import flat_grad, flatten, unflatten_like
-from accelopt.optim.check import Check, NoiseCheck
+from accelopt.optim.anchor import Anchor
+from accelopt.optim.check import Check
 from accelopt.optim.component import Probe, Reduce, build, count
 from accelopt.optim.compose import make_base, route_knobs
+from accelopt.optim.phase import Phase, reference_size
 from accelopt.optim.schedule import Schedule
 from accelopt.optim.search import Search
 from accelopt.optim.step import StepRule
 
-__all__ = ["COUNTER_KEYS", "NCEscape"]
+__all__ = ["COUNTER_KEYS", "STATE_VERSION", "NCEscape"]
 
 Closure = Callable[[], Tensor]
 COUNTER_KEYS = (
@@ -61,21 +66,20 @@ COUNTER_KEYS = (
     "heldout_loss_change",
 )
 NAN_KEYS = "lambda_min", "lambda_last", "heldout_curvature", "heldout_loss_change"  # NaN until set
+STATE_VERSION = 2  # of state_dict()["nc"]; 1: before the components (a "noise_check" entry)
 
 
 def _assemble(
     check: Check | str | None,
     search: Search | str | None,
     step: StepRule | str | None,
-    schedule: Schedule | None,
+    schedule: Schedule | str | None,
     knobs: dict[str, Any],
 ) -> dict[str, Any]:
     """The components (copies: one config's objects may serve several optimizers), knobs applied."""
-    if "nc_step" in knobs:  # the step rule's name before the redesign
-        step = knobs.pop("nc_step")
     parts = route_knobs(
         {
-            "schedule": schedule if schedule is not None else Schedule(),
+            "schedule": build("schedule", "every" if schedule is None else schedule, Schedule),
             "check": build("check", "noise" if check is None else check, Check),
             "search": build("search", "lanczos" if search is None else search, Search),
             "step": build("step", "carmon" if step is None else step, StepRule),
@@ -83,11 +87,7 @@ def _assemble(
         knobs,
     )
     parts = {kind: copy.deepcopy(part) for kind, part in parts.items()}
-    if parts["search"].search_batch is None and parts["step"].sign_batch is None:
-        raise ValueError(
-            f"NCEscape: invalid sign_batch=None with search={parts['search']!r} (it has no single "
-            "search batch); accepted: an integer >= 1 (the report: 64)"
-        )
+    reference_size(parts["search"], parts["step"])  # refuses a phase without a reference batch
     return parts
 
 
@@ -105,7 +105,8 @@ class NCEscape(Optimizer):
             (``0 <= momentum < 1``).
         check, search, step: the components (instances, or registered names such as
             ``"noise"``, ``"lanczos"``, ``"carmon"``, built with their defaults; ``None``: those).
-        schedule: a :class:`~accelopt.optim.schedule.Schedule` (default ``Schedule()``).
+        schedule: a :class:`~accelopt.optim.schedule.Schedule` or a registered name (default
+            ``Schedule()``, ``"every"``).
         seed: seed of the optimizer's own ``torch.Generator`` (search starts).
         reduce: ``Tensor -> Tensor`` applied to every gradient, HVP and acceptance-test loss
             (DDP all-reduce mean); also settable as the attribute ``opt.reduce``.
@@ -114,7 +115,7 @@ class NCEscape(Optimizer):
         grad_transform (attribute, default ``None``): ``f(params)`` called after the base step's
             gradient is in ``p.grad`` and before ``base.step()`` (the training module's gradient
             clipping); the check, search and NC step never see it.
-        **knobs: flat knob overrides routed to the component that has them
+        **knobs: flat knob overrides routed to every component that has them
             (see :mod:`accelopt.optim.compose`), e.g. ``every=10``, ``eps_h=0.1``.
 
     ``step(closure, probe=None, batch_idx=None)``: ``closure()`` returns the minibatch loss with
@@ -155,7 +156,7 @@ class NCEscape(Optimizer):
         check: Check | str | None = "noise",
         search: Search | str | None = "lanczos",
         step: StepRule | str | None = "carmon",
-        schedule: Schedule | None = None,
+        schedule: Schedule | str | None = None,
         seed: int = 0,
         reduce: Reduce = None,
         module: torch.nn.Module | None = None,
@@ -181,16 +182,14 @@ class NCEscape(Optimizer):
         self.check: Check = parts["check"]  # type: ignore[assignment]
         self.search: Search = parts["search"]  # type: ignore[assignment]
         self.step_rule: StepRule = parts["step"]  # type: ignore[assignment]
-        prox = self.schedule.prox
-        self.prox = float(self.search.eps_h if prox is None else prox)
+        self.anchor = Anchor(self.schedule.prox)
         self.seed = seed
         self.reduce: Reduce = reduce
         self.module = module
         self.grad_transform: Callable[[list[Tensor]], None] | None = None
         self.generator = torch.Generator(device=self.params()[0].device)
         self.generator.manual_seed(seed)
-        self._n_steps = 0
-        self.anchor: Tensor | None = None
+        self.n_steps = 0
         self.direction: Tensor | None = None
         self.counters: dict[str, float] = self._fresh_counters()
         self.nc_log: list[dict[str, Any]] = []
@@ -215,12 +214,9 @@ class NCEscape(Optimizer):
             super().add_param_group(param_group)
 
     @property
-    def _direction(self) -> Tensor | None:  # the name before the redesign (read-only)
-        return self.direction
-
-    @property
-    def _anchor(self) -> Tensor | None:  # the name before the redesign (read-only)
-        return self.anchor
+    def phase(self) -> Phase:
+        """The NC phase of the components in use."""
+        return Phase(self.schedule, self.check, self.search, self.step_rule, self.anchor)
 
     def params(self) -> list[Tensor]:
         """All parameters, in the order of the flat vectors."""
@@ -253,8 +249,8 @@ class NCEscape(Optimizer):
                 "Hessian-vector products); 16-mixed precision calls step() without one: use "
                 "precision '32-true' or 'bf16-mixed'"
             )
-        k = self._n_steps if batch_idx is None else int(batch_idx)
-        due = self.schedule.due(self, k)
+        k = self.n_steps if batch_idx is None else int(batch_idx)
+        due = self.check.schedules and self.schedule.due(self, k)
         if due and probe is None:
             raise ValueError(
                 f"{type(self).__name__}.step: an NC check is due at step {k} "
@@ -263,20 +259,20 @@ class NCEscape(Optimizer):
             )
         before = self.schedule.timing == "before"
         if due and before:
-            self.schedule.phase(self, probe)  # type: ignore[arg-type]
+            self.phase.run(self, probe)  # type: ignore[arg-type]
         params = self.params()
         loss, g = flat_grad(closure, params, reduce=self.reduce)
         self.check.observe(g)
-        if self.anchor is not None:
-            g = g + (2.0 * self.prox) * (self.flat_params() - self.anchor)
+        g = self.anchor.pull(self, g)
         for p, gi in zip(params, unflatten_like(g, params), strict=True):
             p.grad = gi if p.requires_grad else None
         if self.grad_transform is not None:
             self.grad_transform(params)  # e.g. clipping: may change ``.grad`` in place
         self.base.step()
         if due and not before:
-            self.schedule.phase(self, probe)  # type: ignore[arg-type]
-        self._n_steps += 1
+            self.phase.run(self, probe)  # type: ignore[arg-type]
+        self.schedule.observe(self, loss.detach())
+        self.n_steps += 1
         return loss
 
     # ----------------------------------------------------------------- state
@@ -284,9 +280,10 @@ class NCEscape(Optimizer):
         """The base optimizer's ``state_dict`` plus an ``"nc"`` entry with everything else."""
         sd = self.base.state_dict()
         sd["nc"] = {
-            "n_steps": self._n_steps,
+            "version": STATE_VERSION,
+            "n_steps": self.n_steps,
             "counters": dict(self.counters),
-            "anchor": None if self.anchor is None else self.anchor.clone(),
+            "anchor": self.anchor.state(),
             "direction": None if self.direction is None else self.direction.clone(),
             "generator": self.generator.get_state(),
             "check": self.check.state_dict(),
@@ -302,6 +299,12 @@ class NCEscape(Optimizer):
                 f"{type(self).__name__}.load_state_dict: the state has no 'nc' entry "
                 "(not saved by an NCEscape optimizer)"
             )
+        version = nc.get("version", 2 if "check" in nc else 1)
+        if version != STATE_VERSION:
+            raise ValueError(
+                f"{type(self).__name__}.load_state_dict: unsupported NC state version {version} "
+                f"(1: saved before the component redesign); accepted: {STATE_VERSION}"
+            )
         self.base.load_state_dict(state_dict)
         self._link()
         ref = self.flat_params()
@@ -309,16 +312,15 @@ class NCEscape(Optimizer):
         def vec(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.detach().clone().to(dtype=ref.dtype, device=ref.device)
 
-        self._n_steps = int(nc["n_steps"])
+        self.n_steps = int(nc["n_steps"])
         self.counters = self._fresh_counters()  # keys added since the save start at 0
         self.counters.update({k: float(v) for k, v in nc["counters"].items()})
         self.nc_log = [dict(entry) for entry in nc.get("log", [])]
-        self.anchor = vec(nc["anchor"])
+        self.anchor.load(nc["anchor"], ref)
         self.direction = vec(nc["direction"])
         self.generator.set_state(nc["generator"].cpu())
-        check_state = nc.get("check", nc.get("noise_check"))  # "noise_check": older checkpoints
-        if check_state and (isinstance(self.check, NoiseCheck) or "noise_check" not in nc):
-            self.check.load_state_dict(check_state, like=ref)
+        if nc["check"]:
+            self.check.load_state_dict(nc["check"], like=ref)
 
     def __repr__(self) -> str:
         return (

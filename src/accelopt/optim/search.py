@@ -16,11 +16,18 @@ from typing import ClassVar
 from accelopt.curvature.hvp import Closure, HessianOperator, flat_grad
 from accelopt.curvature.power import seed_power
 from accelopt.curvature.search import SearchResult, lanczos, neon2, random_unit
-from accelopt.optim.component import Batch, Component, Context, Probe, choice, count, positive
+from accelopt.optim.component import (
+    HVP_METHODS,
+    Batch,
+    Component,
+    Context,
+    Probe,
+    choice,
+    count,
+    positive,
+)
 
 __all__ = ["HVP_METHODS", "Lanczos", "Neon2", "RandomDirection", "Search", "SeedPower"]
-
-HVP_METHODS = ("double_backward", "forward_over_reverse")
 
 
 class Search(Component):
