@@ -75,7 +75,7 @@ def test_a_search_batch_only_direction_is_refused_by_verification() -> None:
     # H_A has −1 along Q e₁, H_B +3: the population's curvature there is +1
     theta, opt, probe, calls, h, f = problem(-1.0, 3.0, verify_batch=VERIFY)
     before = theta.detach().clone()
-    opt.schedule.phase(opt, probe)
+    opt.phase.run(opt, probe)
     c = opt.counters
     assert c["searches"] == 1 and c["lambda_min"] <= -0.1  # found on the search batch
     assert c["unverified"] == 1 and c["steps"] == 0 and opt.nc_log == []
@@ -91,7 +91,7 @@ def test_without_verification_the_search_batch_accepts_it_and_the_heldout_record
     # the old behaviour: sign and acceptance on the search batch, where the curvature is −1
     theta, opt, probe, calls, h, f = problem(-1.0, 3.0, heldout_batch=HELDOUT)
     theta0 = theta.detach().clone()
-    opt.schedule.phase(opt, probe)
+    opt.phase.run(opt, probe)
     assert opt.counters["steps"] == 1 and opt.counters["unverified"] == 0
     (entry,) = opt.nc_log
     assert entry["search_loss_change"] < 0  # the search batch's loss fell ...
@@ -116,7 +116,7 @@ def test_a_real_direction_is_verified_and_taken_on_independent_batches() -> None
         step={"sign_batch": SIGN, "accept_batch": ACCEPT},
     )
     theta0 = theta.detach().clone()
-    opt.schedule.phase(opt, probe)
+    opt.phase.run(opt, probe)
     c = opt.counters
     assert c["steps"] == 1 and c["unverified"] == 0
     assert calls == [SEARCH, VERIFY, SIGN, ACCEPT, HELDOUT]  # five independent batches
@@ -138,7 +138,7 @@ def test_a_real_direction_is_verified_and_taken_on_independent_batches() -> None
 
 def test_verification_draws_fresh_sign_and_acceptance_batches_by_default() -> None:
     theta, opt, probe, calls, *_ = problem(-1.0, -0.9, verify_batch=VERIFY)
-    opt.schedule.phase(opt, probe)
+    opt.phase.run(opt, probe)
     # search, verify, sign (search batch's size, fresh), acceptance (fresh): 4 distinct draws
     assert calls == [SEARCH, VERIFY, SEARCH, SEARCH]
 
@@ -146,9 +146,9 @@ def test_verification_draws_fresh_sign_and_acceptance_batches_by_default() -> No
 def test_the_judgements_cost_is_counted() -> None:
     knobs = {"step": {"sign_batch": SIGN, "accept_batch": ACCEPT}}
     _, plain, probe, *_ = problem(-1.0, -0.9, **knobs)
-    plain.schedule.phase(plain, probe)
+    plain.phase.run(plain, probe)
     _, judged, probe2, *_ = problem(-1.0, -0.9, verify_batch=VERIFY, heldout_batch=HELDOUT, **knobs)
-    judged.schedule.phase(judged, probe2)
+    judged.phase.run(judged, probe2)
     a, b = plain.counters, judged.counters
     assert a["steps"] == b["steps"] == 1
     assert b["grads"] - a["grads"] == 2 and b["hvps"] - a["hvps"] == 2  # verify + held-out
@@ -245,7 +245,7 @@ def test_the_judgements_go_through_reduce() -> None:
         theta, opt, probe, *_ = problem(-1.0, -0.9, **knobs)
         calls: list[int] = []
         opt.reduce = lambda t: (calls.append(t.numel()), t)[1]
-        opt.schedule.phase(opt, probe)
+        opt.phase.run(opt, probe)
         assert opt.counters["steps"] == 1
         return len(calls)
 

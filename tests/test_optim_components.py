@@ -66,7 +66,7 @@ def test_flat_knobs_go_to_the_component_that_has_them() -> None:
         variant="seed",
         every=7,
         threshold=1e9,
-        power_outer=3,  # the name before the redesign
+        outer=3,
         length=0.25,
     )
     assert opt.schedule.every == 7 and opt.check.threshold == 1e9
@@ -132,19 +132,22 @@ def test_lambda_min_reports_found_directions_only(search: Search) -> None:
     assert c["grads"] == (2 if isinstance(search, Lanczos) else 2 * 32)
 
 
-def test_a_checkpoint_in_the_former_layout_loads() -> None:
-    # before the redesign the noise check's window was saved as sd["nc"]["noise_check"]
+def test_a_checkpoint_of_the_current_layout_loads_and_one_before_the_components_is_refused() -> None:
     p = nn.Parameter(torch.ones(3, dtype=torch.float64))
     opt = GOSE([p], every=100)
     for k in range(1, 4):
         opt.step(lambda: (p**3).sum(), probe=None, batch_idx=k)
     sd = opt.state_dict()
-    sd["nc"]["noise_check"] = sd["nc"].pop("check")
+    sd["nc"].pop("version")  # saved before the version entry: the same layout
     sd["nc"]["counters"].pop("lambda_last")
     fresh = GOSE([nn.Parameter(torch.ones(3, dtype=torch.float64))], every=100)
     fresh.load_state_dict(sd)
     assert fresh.check.count == 3 and torch.equal(fresh.check.total, opt.check.total)
     assert fresh.counters["lambda_last"] != fresh.counters["lambda_last"]  # NaN: a new key
+    # before the redesign the noise check's window was saved as sd["nc"]["noise_check"]
+    sd["nc"]["noise_check"] = sd["nc"].pop("check")
+    with pytest.raises(ValueError, match=r"unsupported NC state version 1 .*accepted: 2$"):
+        fresh.load_state_dict(sd)
 
 
 def test_random_direction_is_a_uniform_unit_vector_with_its_exact_curvature() -> None:

@@ -102,7 +102,7 @@ def test_random_control_is_the_preset_with_random_directions(
     assert type(opt.base) is type(ref.base) and type(opt.check) is type(ref.check)
     assert opt.base.defaults["nesterov"] == ref.base.defaults["nesterov"]
     assert opt.schedule.every == 2 and opt.schedule.timing == ref.schedule.timing
-    assert opt.schedule.max_nc_steps == ref.schedule.max_nc_steps and opt.prox == ref.prox
+    assert opt.schedule.max_nc_steps == ref.schedule.max_nc_steps and opt.anchor.prox == ref.anchor.prox
     assert ref.schedule.verify_batch == 256 and opt.schedule.verify_batch is None
     assert isinstance(opt.search, RandomDirection) and opt.search.search_batch == 256
     step = opt.step_rule

@@ -228,7 +228,7 @@ def test_lambda_min_is_nan_before_any_search() -> None:
         ("gose", "improved", {"check": "always"}),
         # the noise check's window must round-trip: with this ratio it fires iff it holds >= 2
         # gradients, and the first check after loading (step 20) sees 1 saved + 1 new gradient
-        ("gose", "improved", {"check": "noise", "check_ratio": 1e12, "every": 2}),
+        ("gose", "improved", {"check": "noise", "ratio": 1e12, "every": 2}),
         ("ancm", "improved", {"check": "always"}),
         ("combined", "improved", {"check": "always", "search": "neon2"}),
         ("gose", "seed", {"check": "always"}),
@@ -256,7 +256,7 @@ def test_state_dict_round_trip_gives_identical_next_20_steps(
     run(model, opt, src, range(20))
     assert opt.counters["searches"] > 0
     if name == "ancm":
-        assert opt.anchor is not None  # the anchor is part of what must round-trip
+        assert opt.anchor.point is not None  # the anchor is part of what must round-trip
     buf = io.BytesIO()
     torch.save(opt.state_dict(), buf)  # as a Lightning checkpoint would
     buf.seek(0)
@@ -384,7 +384,7 @@ def test_rechecks_pass_while_the_gradient_stays_within_the_noise_margin() -> Non
     # passes and a phase runs up to max_nc_steps searches, each preceded by a (re-)check.
     src = Source()
     model = mlp()
-    opt = ANCM(model.parameters(), lr=0.05, every=4, check_ratio=1e12, max_nc_steps=3)
+    opt = ANCM(model.parameters(), lr=0.05, every=4, ratio=1e12, max_nc_steps=3)
     for t in range(16):
         opt.step(closure_on(model, *src.batch(32)), probe=probe_for(model, src), batch_idx=t)
     c = opt.counters
@@ -404,7 +404,7 @@ def test_rechecks_work_with_the_other_searches(search: str) -> None:
         model.parameters(),
         lr=0.05,
         every=4,
-        check_ratio=1e12,
+        ratio=1e12,
         max_nc_steps=3,
         search=search,
         eps_h=0.0,
