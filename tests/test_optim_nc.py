@@ -351,7 +351,7 @@ def test_missing_probe_or_closure_is_a_clear_error() -> None:
         ({"accept": "yes"}, "accept='yes'"),
         ({"eps_h": -0.1}, "eps_h=-0.1"),
         ({"search": "seed_power", "sign_batch": None}, "sign_batch=None"),
-        ({"search": "neon2", "max_hvps": 2}, "max_hvps=2"),
+        ({"search": "neon2", "max_grads": 2}, "max_grads=2"),
     ],
 )
 def test_bad_input_is_refused_in_the_constructor(kwargs: dict, message: str) -> None:
@@ -399,7 +399,7 @@ def test_rechecks_pass_while_the_gradient_stays_within_the_noise_margin() -> Non
 def test_rechecks_work_with_the_other_searches(search: str) -> None:
     src = Source()
     model = mlp()
-    knobs = {"sign_batch": 16} if search == "seed_power" else {"max_hvps": 12}
+    knobs = {"sign_batch": 16} if search == "seed_power" else {"max_grads": 12}
     opt = ANCM(
         model.parameters(),
         lr=0.05,

@@ -23,11 +23,11 @@ def seed_power(
     probe: Callable[[int], Closure],
     params: Sequence[Tensor],
     *,
-    outer: int = 2,
-    inner: int = 8,
-    step: float = 0.5,
-    lam: float = 5.0,
-    batch: int = 8,
+    outer: int,
+    inner: int,
+    step: float,
+    lam: float,
+    batch: int,
     eps_h: float = 0.0,
     generator: torch.Generator | None = None,
     reduce: Reduce = None,
@@ -57,7 +57,7 @@ def seed_power(
             est ← est/m
         return (est, y);  "found" iff est < 0 (and est ≤ −eps_h/2)
 
-    48 HVPs for the defaults (3m per outer round). In expectation the update is
+    48 HVPs for the report's values (3m per outer round). In expectation the update is
     y ← (1+η)y − (η/λ)Hy = 1.5y − 0.1Hy, a power iteration on 1.5 − 0.1H: it converges to the
     eigenvector maximising |1.5 − 0.1λ_i|, i.e. the *largest* one whenever λ_max + λ_min > 30,
     and 16 steps barely move a random start when the spectrum is small. Quirks kept: ``est`` is

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -293,16 +293,11 @@ def _ritz(
 # --------------------------------------------------------------------------------------------
 
 
-def _set_params(params: Sequence[Tensor], flat: Tensor) -> None:
-    """Point the parameters at the entries of ``flat`` (``p.data`` rebound to copies of them)."""
-    assign_flat(flat, params)
-
-
 def neon2(
     closure: Closure,
     params: Sequence[Tensor],
     *,
-    max_grads: int = 30,
+    max_grads: int,
     eps_h: float = 0.0,
     generator: torch.Generator | None = None,
     reduce: Reduce = None,
@@ -310,7 +305,6 @@ def neon2(
     sigma: float = 1e-3,
     radius: float | None = None,
     rayleigh: str = "hvp",
-    **unknown: Any,
 ) -> SearchResult:
     """Allen-Zhu & Li (2018) Neon2 first-order search on the fixed batch of ``closure``.
 
@@ -333,8 +327,6 @@ def neon2(
     a small δ loses most of its digits, and ReLU kinks make it a poor curvature estimate).
     ``hvps`` = all gradient evaluations (g₀ included) + the estimate's cost, ≤ ``max_grads``.
     """
-    if unknown:
-        raise TypeError(f"neon2: unknown knobs {sorted(unknown)}")
     if rayleigh not in ("hvp", "fd"):
         raise ValueError(f"rayleigh must be 'hvp' or 'fd', got {rayleigh!r}")
     params = list(params)
@@ -355,7 +347,7 @@ def neon2(
         u = sigma * xi  # u = x_t − x₀
         it = 0
         for it in range(1, n_iter + 1):  # noqa: B007
-            _set_params(params, x0 + u)
+            assign_flat(x0 + u, params)
             _, g = flat_grad(closure, params, reduce=reduce)
             grads += 1
             u = u - eta * (g - g0)
@@ -367,17 +359,17 @@ def neon2(
         if v is None:
             return SearchResult(math.nan, None, grads, iters=it, method="neon2")
         if rayleigh == "hvp":
-            _set_params(params, x0)
+            assign_flat(x0, params)
             op = HessianOperator(closure, params, reduce=reduce)
             lam = float(v @ op.matvec(v))
             grads += 2
         else:
             delta = float(torch.linalg.vector_norm(u))
-            _set_params(params, x0 + delta * v)
+            assign_flat(x0 + delta * v, params)
             _, g1 = flat_grad(closure, params, reduce=reduce)
             grads += 1
             lam = float(v @ (g1 - g0)) / delta
     finally:
-        _set_params(params, x0)
+        assign_flat(x0, params)
     found = _is_negative(lam, eps_h)
     return SearchResult(lam, v if found else None, grads, iters=it, method="neon2", candidate=v)

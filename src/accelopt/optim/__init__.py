@@ -9,7 +9,7 @@ Torch only. ``from accelopt.optim import GOSE`` and use it in a plain loop::
 where ``probe(n)`` returns a loss closure over ``n`` fresh training samples. Compose your own::
 
     opt = NCEscape(model.parameters(), lr=0.02, base="nesterov", check=SeedCheck(),
-                   search=Neon2(max_hvps=30), step=CarmonStep(), schedule=Schedule(every=20))
+                   search=Neon2(max_grads=30), step=CarmonStep(), schedule=Schedule(every=20))
 """
 
 from accelopt.optim.check import (
@@ -23,8 +23,8 @@ from accelopt.optim.check import (
     seed_check,
 )
 from accelopt.optim.component import Component, registry
+from accelopt.optim.methods import ANCM, GOSE, VARIANTS, Combined
 from accelopt.optim.nc import NCEscape
-from accelopt.optim.presets import ANCM, GOSE, VARIANTS, Combined
 from accelopt.optim.schedule import Schedule
 from accelopt.optim.search import Lanczos, Neon2, RandomDirection, Search, SeedPower
 from accelopt.optim.step import CarmonStep, FixedStep, StepRule

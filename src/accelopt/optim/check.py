@@ -51,6 +51,7 @@ from torch import Tensor
 
 from accelopt.curvature.hvp import flat_grad
 from accelopt.optim.component import Batch, Component, Context, Probe, Reduce, count, positive
+from accelopt.optim.presets import REPORT_CHECK
 
 __all__ = [
     "Always",
@@ -68,8 +69,8 @@ def seed_check(
     probe: Probe,
     params: list[Tensor],
     *,
-    batches: int = 8,
-    batch_size: int = 128,
+    batches: int,
+    batch_size: int,
     reduce: Reduce = None,
 ) -> float:
     """Norm of the gradient averaged over ``batches`` fresh probe batches of ``batch_size``.
@@ -126,9 +127,9 @@ class SeedCheck(Check):
     """The report's check: ‖mean of ``batches`` probe gradients of ``batch_size``‖ < ``threshold``."""
 
     name: ClassVar[str] = "seed"
-    batches: int = 8
-    batch_size: int = 128
-    threshold: float = 1e-3
+    batches: int = REPORT_CHECK["batches"]  # type: ignore[assignment]
+    batch_size: int = REPORT_CHECK["batch_size"]  # type: ignore[assignment]
+    threshold: float = REPORT_CHECK["threshold"]
 
     def __post_init__(self) -> None:
         count("SeedCheck", "batches", self.batches, minimum=1)

@@ -22,6 +22,7 @@ __all__ = ["BASES", "make_base", "route_knobs"]
 
 BASES = ("sgd", "heavyball", "nesterov", "adam")
 
+
 def make_base(
     base: str | type[Optimizer] | Callable[..., Optimizer] | Optimizer,
     params: Iterable[Tensor] | Iterable[dict[str, Any]] | None,

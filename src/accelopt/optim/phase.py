@@ -112,7 +112,9 @@ class Phase:
             moved = True
         return moved
 
-    def _recheck(self, ctx: Context, probe: Probe, batch: Batch | None, ref_sq: float | None) -> bool:
+    def _recheck(
+        self, ctx: Context, probe: Probe, batch: Batch | None, ref_sq: float | None
+    ) -> bool:
         c = ctx.counters
         t0 = time.perf_counter()
         c["checks"] += 1
@@ -121,7 +123,9 @@ class Phase:
         c["check_time_s"] += time.perf_counter() - t0
         return fires
 
-    def _search(self, ctx: Context, probe: Probe, batch: Batch | None) -> tuple[Any, Closure | None]:
+    def _search(
+        self, ctx: Context, probe: Probe, batch: Batch | None
+    ) -> tuple[Any, Closure | None]:
         """One search, counted; the warm start of the next one is the vector behind λ."""
         c = ctx.counters
         t0 = time.perf_counter()

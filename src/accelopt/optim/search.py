@@ -26,6 +26,7 @@ from accelopt.optim.component import (
     count,
     positive,
 )
+from accelopt.optim.presets import REPORT_POWER
 
 __all__ = ["HVP_METHODS", "Lanczos", "Neon2", "RandomDirection", "Search", "SeedPower"]
 
@@ -112,19 +113,19 @@ class Lanczos(Search):
 
 @dataclass
 class Neon2(Search):
-    """Allen-Zhu & Li's first-order Neon2 on one probe batch of ``search_batch``: ≤ ``max_hvps``
-    gradients (≥ 4), step ``eta``, start radius ``sigma``."""
+    """Allen-Zhu & Li's first-order Neon2 on one probe batch of ``search_batch``: ≤ ``max_grads``
+    gradients (≥ 4; the curvature estimate counts 2), step ``eta``, start radius ``sigma``."""
 
     name: ClassVar[str] = "neon2"
     search_batch: int = 64
-    max_hvps: int = 20
+    max_grads: int = 20
     eps_h: float = 0.2
     eta: float = 0.05
     sigma: float = 1e-3
 
     def __post_init__(self) -> None:
         count("Neon2", "search_batch", self.search_batch, minimum=1)
-        count("Neon2", "max_hvps", self.max_hvps, minimum=4)
+        count("Neon2", "max_grads", self.max_grads, minimum=4)
         positive("Neon2", "eps_h", self.eps_h, allow_zero=True)
         positive("Neon2", "eta", self.eta)
         positive("Neon2", "sigma", self.sigma)
@@ -137,7 +138,7 @@ class Neon2(Search):
         result = neon2(
             closure,
             ctx.params(),
-            max_grads=self.max_hvps,
+            max_grads=self.max_grads,
             eps_h=self.eps_h,
             generator=ctx.generator,
             reduce=ctx.reduce,
@@ -153,11 +154,11 @@ class SeedPower(Search):
     ``step`` on ``I − H/lam``, every HVP on a fresh probe batch of ``batch`` (48 HVPs)."""
 
     name: ClassVar[str] = "seed_power"
-    outer: int = 2
-    inner: int = 8
-    step: float = 0.5
-    lam: float = 5.0
-    batch: int = 8
+    outer: int = REPORT_POWER["outer"]  # type: ignore[assignment]
+    inner: int = REPORT_POWER["inner"]  # type: ignore[assignment]
+    step: float = REPORT_POWER["step"]
+    lam: float = REPORT_POWER["lam"]
+    batch: int = REPORT_POWER["batch"]  # type: ignore[assignment]
     eps_h: float = 0.0
     hvp_method: str = "double_backward"
 

@@ -23,6 +23,7 @@ from torch import Tensor
 from accelopt.curvature.hvp import Closure
 from accelopt.curvature.step import NCStep, step_length, take_nc_step
 from accelopt.optim.component import Component, Context, count, flag, positive
+from accelopt.optim.presets import REPORT_STEP
 
 __all__ = ["CarmonStep", "FixedStep", "StepRule", "reduce_loss", "reduced"]
 
@@ -140,9 +141,9 @@ class FixedStep(StepRule):
     """α = ``length`` (the report: 0.5, sign from 64 fresh samples, no acceptance test)."""
 
     name: ClassVar[str] = "fixed"
-    length: float = 0.5
+    length: float = REPORT_STEP["length"]
     max_length: float | None = None
-    sign_batch: int | None = 64
+    sign_batch: int | None = REPORT_STEP["sign_batch"]  # type: ignore[assignment]
     accept: bool = False
     backtracks: int = 0
     accept_batch: int | None = None
