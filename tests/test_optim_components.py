@@ -52,7 +52,7 @@ def test_each_component_validates_its_own_knobs(build, message: str) -> None:
 
 def test_every_config_group_option_is_a_registered_component() -> None:
     groups = Path(accelopt.__file__).parent / "conf" / "optimizer"
-    for kind in ("check", "search", "step"):
+    for kind in ("check", "search", "step", "cadence"):
         names = {f.stem for f in (groups / kind).glob("*.yaml")}
         assert names and names <= set(registry(kind)), kind
         for name in names:  # the yaml's target is the class registered under its file name

@@ -12,6 +12,7 @@ where ``probe(n)`` returns a loss closure over ``n`` fresh training samples. Com
                    search=Neon2(max_grads=30), step=CarmonStep(), schedule=Schedule(every=20))
 """
 
+from accelopt.optim.cadence import Cadence, Plateau
 from accelopt.optim.check import (
     Always,
     Check,
@@ -34,6 +35,7 @@ __all__ = [
     "GOSE",
     "VARIANTS",
     "Always",
+    "Cadence",
     "CarmonStep",
     "Check",
     "Combined",
@@ -45,6 +47,7 @@ __all__ = [
     "Never",
     "NoiseCheck",
     "PairCheck",
+    "Plateau",
     "RandomDirection",
     "Schedule",
     "Search",

@@ -60,6 +60,7 @@ SLOTS = (
     "search",
     "step",
     "schedule",
+    "cadence",
     "every",
     "hvp_method",
     "heldout_batch",

@@ -34,6 +34,7 @@ from torch.optim import Optimizer
 
 from accelopt.curvature.hvp import flat_grad, flatten, unflatten_like
 from accelopt.optim.anchor import Anchor
+from accelopt.optim.cadence import Cadence
 from accelopt.optim.check import Check
 from accelopt.optim.component import Probe, Reduce, build, count
 from accelopt.optim.compose import make_base, route_knobs
@@ -74,18 +75,19 @@ def _assemble(
     search: Search | str | None,
     step: StepRule | str | None,
     schedule: Schedule | str | None,
+    cadence: Cadence | str | None,
     knobs: dict[str, Any],
 ) -> dict[str, Any]:
     """The components (copies: one config's objects may serve several optimizers), knobs applied."""
-    parts = route_knobs(
-        {
-            "schedule": build("schedule", "every" if schedule is None else schedule, Schedule),
-            "check": build("check", "noise" if check is None else check, Check),
-            "search": build("search", "lanczos" if search is None else search, Search),
-            "step": build("step", "carmon" if step is None else step, StepRule),
-        },
-        knobs,
-    )
+    parts = {
+        "schedule": build("schedule", "every" if schedule is None else schedule, Schedule),
+        "check": build("check", "noise" if check is None else check, Check),
+        "search": build("search", "lanczos" if search is None else search, Search),
+        "step": build("step", "carmon" if step is None else step, StepRule),
+    }
+    if cadence is not None:
+        parts["cadence"] = build("cadence", cadence, Cadence)
+    parts = route_knobs(parts, knobs)
     parts = {kind: copy.deepcopy(part) for kind, part in parts.items()}
     reference_size(parts["search"], parts["step"])  # refuses a phase without a reference batch
     return parts
@@ -107,6 +109,8 @@ class NCEscape(Optimizer):
             ``"noise"``, ``"lanczos"``, ``"carmon"``, built with their defaults; ``None``: those).
         schedule: a :class:`~accelopt.optim.schedule.Schedule` or a registered name (default
             ``Schedule()``, ``"every"``).
+        cadence: a :class:`~accelopt.optim.cadence.Cadence` or a registered name (``"plateau"``)
+            that decides when a phase is due instead of the schedule's ``every`` (default None).
         seed: seed of the optimizer's own ``torch.Generator`` (search starts).
         reduce: ``Tensor -> Tensor`` applied to every gradient, HVP and acceptance-test loss
             (DDP all-reduce mean); also settable as the attribute ``opt.reduce``.
@@ -157,12 +161,13 @@ class NCEscape(Optimizer):
         search: Search | str | None = "lanczos",
         step: StepRule | str | None = "carmon",
         schedule: Schedule | str | None = None,
+        cadence: Cadence | str | None = None,
         seed: int = 0,
         reduce: Reduce = None,
         module: torch.nn.Module | None = None,
         **knobs: Any,
     ) -> None:
-        parts = _assemble(check, search, step, schedule, knobs)
+        parts = _assemble(check, search, step, schedule, cadence, knobs)
         count("NCEscape", "seed", seed, minimum=0)
         if reduce is not None and not callable(reduce):
             raise ValueError(f"NCEscape: invalid reduce={reduce!r}; accepted: None or a callable")
@@ -182,6 +187,7 @@ class NCEscape(Optimizer):
         self.check: Check = parts["check"]  # type: ignore[assignment]
         self.search: Search = parts["search"]  # type: ignore[assignment]
         self.step_rule: StepRule = parts["step"]  # type: ignore[assignment]
+        self.cadence: Cadence | None = parts.get("cadence")  # type: ignore[assignment]
         self.anchor = Anchor(self.schedule.prox)
         self.seed = seed
         self.reduce: Reduce = reduce
@@ -250,11 +256,13 @@ class NCEscape(Optimizer):
                 "precision '32-true' or 'bf16-mixed'"
             )
         k = self.n_steps if batch_idx is None else int(batch_idx)
-        due = self.check.schedules and self.schedule.due(self, k)
+        when = self.schedule if self.cadence is None else self.cadence
+        due = self.check.schedules and when.due(self, k)
         if due and probe is None:
+            rule = f"every={self.schedule.every}" if self.cadence is None else repr(self.cadence)
             raise ValueError(
                 f"{type(self).__name__}.step: an NC check is due at step {k} "
-                f"(every={self.schedule.every}) but no probe was given; pass "
+                f"({rule}) but no probe was given; pass "
                 "probe=<n -> loss closure over n fresh samples>"
             )
         before = self.schedule.timing == "before"
@@ -271,7 +279,7 @@ class NCEscape(Optimizer):
         self.base.step()
         if due and not before:
             self.phase.run(self, probe)  # type: ignore[arg-type]
-        self.schedule.observe(self, loss.detach())
+        when.observe(self, loss.detach())
         self.n_steps += 1
         return loss
 
@@ -287,6 +295,7 @@ class NCEscape(Optimizer):
             "direction": None if self.direction is None else self.direction.clone(),
             "generator": self.generator.get_state(),
             "check": self.check.state_dict(),
+            "cadence": {} if self.cadence is None else self.cadence.state_dict(),
             "log": [dict(entry) for entry in self.nc_log],
         }
         return sd
@@ -321,6 +330,8 @@ class NCEscape(Optimizer):
         self.generator.set_state(nc["generator"].cpu())
         if nc["check"]:
             self.check.load_state_dict(nc["check"], like=ref)
+        if self.cadence is not None and nc.get("cadence"):
+            self.cadence.load_state_dict(nc["cadence"], like=ref)
 
     def __repr__(self) -> str:
         return (
