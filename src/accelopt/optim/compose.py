@@ -1,10 +1,10 @@
 """Assembling an NC optimizer: the base optimizer by name, and flat knobs routed to components.
 
 ``NCEscape(params, every=10, eps_h=0.1, threshold=1e9)`` is shorthand for changing those knobs
-on the components in use: each flat keyword goes to the component (schedule, check, search, step
-rule) that has a knob of that name, and the component is rebuilt (and re-validated) with it. A
-knob that no component in use has is an error. The flat names of the original single-class
-optimizer (``check_threshold``, ``power_outer``, ``nc_length``, ...) are accepted as aliases.
+on the components in use: each flat keyword goes to every component (schedule, cadence, check,
+search, step rule) that has a knob of that name (``hvp_method``: the search's and the schedule's,
+i.e. the judgements'), and the component is rebuilt (and re-validated) with it. A knob that no
+component in use has is an error.
 """
 
 from __future__ import annotations
