@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from accelopt.data.sources import SOURCES, DataSourceError
+from accelopt.errors import ConfigError
 from accelopt.optim_protocol import (
     check_clip,
     check_protocol,
@@ -30,10 +31,6 @@ PRECISION_ALIASES = {
     "16": "16-mixed",
     "bf16": "bf16-mixed",
 }
-
-
-class ConfigError(ValueError):
-    """A config value is invalid; the message names it and says what is accepted."""
 
 
 def check_config(cfg: DictConfig) -> None:

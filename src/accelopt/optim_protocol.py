@@ -93,7 +93,7 @@ def check_protocol(node: DictConfig) -> None:
     """Raise ConfigError for a ``protocol`` key other than ``plain`` / ``graph`` / null."""
     value = node.get("protocol")
     if value is not None and value not in DECLARABLE:
-        from accelopt.config import ConfigError
+        from accelopt.errors import ConfigError  # a leaf: no cycle through config
 
         raise ConfigError(
             f"optimizer.protocol={value!r} is invalid; accepted: {', '.join(DECLARABLE)} "
@@ -119,7 +119,7 @@ def trainer_kwargs(trainer_cfg: DictConfig) -> dict[str, Any]:
 
 def check_clip(trainer_cfg: Mapping[str, Any]) -> None:
     """Raise ConfigError for a clip value that is not a number > 0 or an unknown algorithm."""
-    from accelopt.config import ConfigError
+    from accelopt.errors import ConfigError  # a leaf: no cycle through config
 
     clip = clip_settings(trainer_cfg)
     val, algorithm = clip["gradient_clip_val"], clip["gradient_clip_algorithm"]

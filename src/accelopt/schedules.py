@@ -91,7 +91,7 @@ def check_scheduler(
     per-batch schedule over an unbounded run: ``trainer.max_epochs=-1`` without ``max_steps``)."""
     from omegaconf import DictConfig, OmegaConf
 
-    from accelopt.config import ConfigError
+    from accelopt.errors import ConfigError  # a leaf: no cycle through config
 
     if isinstance(spec, DictConfig):
         spec = OmegaConf.to_container(spec, resolve=True)  # type: ignore[assignment]
