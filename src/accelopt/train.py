@@ -14,6 +14,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -251,27 +252,25 @@ def _prepare(cfg: DictConfig, out: Path, record: RunRecord) -> _Job | tuple[RunR
 
 
 class _LateSigint:
-    """``with _LateSigint() as late:`` Ctrl+C raises ``KeyboardInterrupt`` (Python's default) until
-    ``late.fit_ended = True``, and is ignored from then until the block ends.
+    """``with _LateSigint() as late:`` after ``late.fit_ended()``, Ctrl+C is ignored until the
+    block ends (the original handler is restored then).
 
-    During ``fit`` Lightning and :class:`GracefulStop` handle SIGINT; once fit has returned, a
-    second Ctrl+C would otherwise interrupt the writing of the record and the TensorBoard
-    hyper-parameters with a traceback (the run is ending anyway).
+    During ``fit`` Lightning and :class:`GracefulStop` handle SIGINT (an interrupted fit may end
+    with GracefulStop's handler still installed); once fit has ended, a second Ctrl+C would
+    otherwise break the writing of the record and the loggers' hyper-parameters with a
+    traceback, while the run is ending anyway.
     """
 
     def __init__(self) -> None:
-        self.fit_ended = False
         self._previous: Any = None
 
-    def _handler(self, signum: int, frame: Any) -> None:
-        if not self.fit_ended:
-            signal.default_int_handler(signum, frame)
+    def fit_ended(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def __enter__(self) -> _LateSigint:
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handler)
-        except ValueError:  # not the main thread: leave SIGINT alone
-            self._previous = None
+        if threading.current_thread() is threading.main_thread():  # else: SIGINT left alone
+            self._previous = signal.getsignal(signal.SIGINT)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -291,13 +290,13 @@ def _fit(cfg: DictConfig, out: Path, record: RunRecord, job: _Job) -> dict[str, 
             status, error, stopped = "diverged", str(exc), exc.step
             record.add_step_loss(exc.step, None)  # the non-finite loss that stopped the run
         except SystemExit as exc:  # SIGTERM (Lightning's SIGTERMException), SIGINT, 2nd Ctrl+C
-            late.fit_ended = True
+            late.fit_ended()
             sig = job.stop.signal or (signal.SIGTERM if isinstance(exc, SIGTERMException) else 2)
             status, error = "interrupted", f"interrupted by {signal.Signals(sig).name}"
             reraise = SystemExit(128 + sig)
         except Exception as exc:  # recorded, then raised: other jobs of a sweep keep running
             status, error, tb, reraise = "failed", _one_line(exc), traceback.format_exc(), exc
-        late.fit_ended = True
+        late.fit_ended()
         job.recorder.collect(trainer)  # duration_s: since fit started
         at = stopped if stopped is not None else trainer.global_step
         record.finalize(status, stopped_at_step=at, error=error, traceback=tb)
