@@ -225,6 +225,8 @@ def _prepare(cfg: DictConfig, out: Path, record: RunRecord) -> _Job | tuple[RunR
     reason = check_start(cfg, point, earlier, out)
     if reason is not None and earlier is not None:
         return earlier, reason
+    if _is_rank_zero():
+        write_hydra_files(out, cfg)  # accepted: Hydra's record of this run, only now
     if cfg.hardware.get("num_threads"):
         torch.set_num_threads(int(cfg.hardware.num_threads))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -342,8 +344,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 flush=True,
             )
             return earlier.to_dict()
-        if _is_rank_zero():
-            write_hydra_files(out, cfg)  # accepted: Hydra's record of this run, only now
         return _fit(cfg, out, record, job)
     finally:
         if lock is not None:
