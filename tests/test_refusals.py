@@ -82,7 +82,9 @@ def test_a_refused_run_rewrites_none_of_hydras_files(tmp_path: Path) -> None:
     assert run_cli(args, cwd=tmp_path).returncode == 0
     assert (run / ".hydra" / "config.yaml").is_file() and (run / ".hydra" / "hydra.yaml").is_file()
     before = _snapshot(run)
-    changed = run_cli([*args, "optimizer.lr=0.5", "dataset.val_size=96", "ckpt_path=last"], tmp_path)
+    changed = run_cli(
+        [*args, "optimizer.lr=0.5", "dataset.val_size=96", "ckpt_path=last"], tmp_path
+    )
     _one_line_refusal(changed, "optimizer.lr: checkpoint 0.02, now 0.5")
     assert _snapshot(run) == before
     with RunLock(run):  # this process holds the folder: a second run is refused
@@ -167,7 +169,10 @@ class SigtermAtStep(L.Callback):
 
 def test_resume_with_fewer_epochs_than_done_is_refused_and_the_record_kept(tmp_path) -> None:
     run = tmp_path / "run"
-    stop = [f"+callbacks.stop._target_={__name__}.SigtermAtStep", f"+callbacks.stop.step={2 * STEPS + 3}"]
+    stop = [
+        f"+callbacks.stop._target_={__name__}.SigtermAtStep",
+        f"+callbacks.stop.step={2 * STEPS + 3}",
+    ]
     with pytest.raises(SystemExit):
         train(_cfg(run, "trainer.max_epochs=4", *stop))
     assert _record(run)["status"] == "interrupted"

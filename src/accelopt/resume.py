@@ -30,6 +30,7 @@ __all__ = [
     "MAY_CHANGE",
     "ResumePoint",
     "check_start",
+    "checkpoint_dir",
     "identity",
     "identity_diff",
     "resolve_checkpoint",
@@ -100,6 +101,14 @@ def _read(path: Path) -> dict[str, Any]:
             "file written by accelopt.train, or ckpt_path=last."
         )
     return ckpt
+
+
+def checkpoint_dir(cfg: DictConfig, out: Path) -> Path:
+    """Where the run's checkpoint callback writes (``<out>/checkpoints`` unless configured)."""
+    node = (cfg.get("callbacks") or {}).get("checkpoint")
+    return (
+        Path(str(node.dirpath)) if node is not None and node.get("dirpath") else out / "checkpoints"
+    )
 
 
 def resolve_checkpoint(cfg: DictConfig, ckpt_dir: Path, run_dir: Path) -> ResumePoint | None:

@@ -10,13 +10,14 @@ and then raised, so in a multirun the other jobs still run and keep their result
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
 import sys
 import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from accelopt.config import ConfigError, check_config
 from accelopt.data.sources import DataSourceError
 from accelopt.models.module import ClassifierModule, Diverged
 from accelopt.record import RECORD_NAME, RecordError, RunRecord
-from accelopt.resume import check_start, identity, resolve_checkpoint
+from accelopt.resume import check_start, checkpoint_dir, identity, resolve_checkpoint
 from accelopt.rundir import RunLock, check_writable, write_hydra_files
 from accelopt.targets import parse_targets
 from accelopt.variant import hparams
@@ -194,13 +195,6 @@ class _Job:
     ckpt: str | None
 
 
-def _checkpoint_dir(cfg: DictConfig, out: Path) -> Path:
-    node = (cfg.get("callbacks") or {}).get("checkpoint")
-    return (
-        Path(str(node.dirpath)) if node is not None and node.get("dirpath") else out / "checkpoints"
-    )
-
-
 def _build_net(cfg: DictConfig) -> torch.nn.Module:
     """The network of ``cfg.model``; a constructor's one-line ValueError becomes a ConfigError."""
     try:
@@ -217,7 +211,7 @@ def _prepare(cfg: DictConfig, out: Path, record: RunRecord) -> _Job | tuple[RunR
     targets = parse_targets(
         cfg.get("targets"), has_val=cfg.dataset.get("val_size", 1) != 0, stop=cfg.stop_at_target
     )
-    ckpt_dir = _checkpoint_dir(cfg, out)
+    ckpt_dir = checkpoint_dir(cfg, out)
     if (cfg.get("callbacks") or {}).get("checkpoint") is not None and "://" not in str(ckpt_dir):
         check_writable(ckpt_dir, "checkpoint folder")
     point = resolve_checkpoint(cfg, ckpt_dir, out)
@@ -253,31 +247,26 @@ def _prepare(cfg: DictConfig, out: Path, record: RunRecord) -> _Job | tuple[RunR
     return _Job(trainer, module, datamodule, recorder, stop, ckpt)
 
 
-class _LateSigint:
-    """``with _LateSigint() as late:`` after ``late.fit_ended()``, Ctrl+C is ignored until the
-    block ends (the original handler is restored then).
+@contextlib.contextmanager
+def _quiet_after_fit() -> Iterator[Callable[[], None]]:
+    """Yields ``fit_ended``: from its call to the block's end, Ctrl+C is ignored.
 
-    During ``fit`` Lightning and :class:`GracefulStop` handle SIGINT (an interrupted fit may end
-    with GracefulStop's handler still installed); once fit has ended, a second Ctrl+C would
-    otherwise break the writing of the record and the loggers' hyper-parameters with a
-    traceback, while the run is ending anyway.
+    During fit Lightning and :class:`GracefulStop` handle SIGINT (an interrupted fit can end with
+    GracefulStop's handler still set); after it, a second Ctrl+C would break the writing of the
+    record and the loggers' hyper-parameters with a traceback, while the run is ending anyway.
     """
+    main = threading.current_thread() is threading.main_thread()  # else: SIGINT left alone
+    previous = signal.getsignal(signal.SIGINT) if main else None
 
-    def __init__(self) -> None:
-        self._previous: Any = None
-
-    def fit_ended(self) -> None:
-        if self._previous is not None:
+    def fit_ended() -> None:
+        if previous is not None:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    def __enter__(self) -> _LateSigint:
-        if threading.current_thread() is threading.main_thread():  # else: SIGINT left alone
-            self._previous = signal.getsignal(signal.SIGINT)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+    try:
+        yield fit_ended
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _fit(cfg: DictConfig, out: Path, record: RunRecord, job: _Job) -> dict[str, Any]:
@@ -285,20 +274,20 @@ def _fit(cfg: DictConfig, out: Path, record: RunRecord, job: _Job) -> dict[str, 
     trainer = job.trainer
     status, error, tb, stopped = "completed", None, None, None
     reraise: BaseException | None = None
-    with _LateSigint() as late:
+    with _quiet_after_fit() as fit_ended:
         try:
             trainer.fit(job.module, datamodule=job.datamodule, ckpt_path=job.ckpt)
         except Diverged as exc:
             status, error, stopped = "diverged", str(exc), exc.step
             record.add_step_loss(exc.step, None)  # the non-finite loss that stopped the run
         except SystemExit as exc:  # SIGTERM (Lightning's SIGTERMException), SIGINT, 2nd Ctrl+C
-            late.fit_ended()
+            fit_ended()
             sig = job.stop.signal or (signal.SIGTERM if isinstance(exc, SIGTERMException) else 2)
             status, error = "interrupted", f"interrupted by {signal.Signals(sig).name}"
             reraise = SystemExit(128 + sig)
         except Exception as exc:  # recorded, then raised: other jobs of a sweep keep running
             status, error, tb, reraise = "failed", _one_line(exc), traceback.format_exc(), exc
-        late.fit_ended()
+        fit_ended()
         job.recorder.collect(trainer)  # duration_s: since fit started
         at = stopped if stopped is not None else trainer.global_step
         record.finalize(status, stopped_at_step=at, error=error, traceback=tb)
