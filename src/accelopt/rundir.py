@@ -21,6 +21,7 @@ import errno
 import json
 import os
 import socket
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -36,7 +37,14 @@ try:
 except ImportError:  # not POSIX: the lock file's content is the only check
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["HYDRA_SUBDIR", "LOCK_NAME", "RunLock", "check_writable", "write_hydra_files"]
+__all__ = [
+    "HYDRA_SUBDIR",
+    "LOCK_NAME",
+    "OutputFolderCheck",
+    "RunLock",
+    "check_writable",
+    "write_hydra_files",
+]
 
 LOCK_NAME = ".accelopt.lock"
 HYDRA_SUBDIR = ".hydra"
@@ -80,6 +88,36 @@ def check_writable(folder: Path, what: str = "run folder") -> None:
             f"{what} {str(folder)!r} is not writable ({err.strerror or err}): choose another "
             f"with {where}, or fix its permissions."
         ) from err
+
+
+class OutputFolderCheck:
+    """A Hydra callback (``hydra.callbacks`` in ``conf/train.yaml``): before Hydra creates the run
+    folder (or, for ``-m``, the sweep folder and its ``multirun.yaml``), an existing folder or its
+    nearest existing parent that cannot be written is one line and exit status 2, not Hydra's
+    traceback. (:func:`check_writable` in ``train`` checks each job's own folder again.)
+    """
+
+    def _check(self, config: DictConfig, key: str) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        HydraConfig.instance().set_config(config)  # as Hydra does before it resolves the folder
+        folder = Path(str(OmegaConf.select(config, key))).absolute()
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        if not os.access(existing, os.W_OK | os.X_OK):
+            what = "" if existing == folder else f" (its parent {str(existing)!r} is read-only)"
+            print(
+                f"accelopt: error: run folder {str(folder)!r} is not writable{what}: choose another "
+                f"with {key}=..., or fix its permissions.",
+                file=sys.stderr,
+                flush=True,
+            )
+            sys.exit(2)
+
+    def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
+        self._check(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
+        self._check(config, "hydra.sweep.dir")
 
 
 def _alive(pid: int) -> bool:
