@@ -190,7 +190,9 @@ def test_a_read_only_run_folder_is_one_line_from_the_cli(tmp_path: Path) -> None
     run.mkdir()
     with _read_only(run):
         proc = run_cli([*BASE, f"hydra.run.dir={run}"], cwd=tmp_path)
+        inside = run_cli([*BASE, f"hydra.run.dir={run / 'new'}"], cwd=tmp_path)
     _one_line_refusal(proc, f"run folder {str(run)!r} is not writable")
+    _one_line_refusal(inside, f"its parent {str(run)!r} is read-only")
     assert list(run.iterdir()) == []
 
 
