@@ -118,6 +118,14 @@ def test_eval_refuses_a_checkpoint_from_another_run(tmp_path: Path) -> None:
     assert evaluate(eval_cfg(f"run_dir={a}"))["metrics"]  # its own run: evaluated
 
 
+class EndlessGuard(L.Callback):
+    """Ends a run that was accepted but should not have been (100 steps: more than any here)."""
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step >= 100:
+            raise RuntimeError("accepted a run that does not end")
+
+
 # -- 3, 8. value errors of the trainer and checkpoint keys: one line, before any work ----------
 @pytest.mark.parametrize(
     ("override", "message"),
@@ -136,8 +144,9 @@ def test_eval_refuses_a_checkpoint_from_another_run(tmp_path: Path) -> None:
 def test_trainer_values_that_never_end_or_make_no_sense_are_one_line(
     tmp_path: Path, override: str, message: str
 ) -> None:
+    guard = [f"+callbacks.guard._target_={__name__}.EndlessGuard"]  # an accepted one must not hang
     with pytest.raises(ConfigError, match=message) as err:
-        train(_cfg(tmp_path / "run", override))
+        train(_cfg(tmp_path / "run", override, *guard))
     assert "\n" not in str(err.value)
     assert _record(tmp_path / "run")["stopped_at_step"] == 0  # failed before any training
 
