@@ -53,6 +53,7 @@ def _record(run: Path) -> dict:
 def _one_line_refusal(proc: subprocess.CompletedProcess, pattern: str) -> str:
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "Traceback" not in proc.stdout + proc.stderr
+    assert "UserWarning: Callback" not in proc.stderr  # Hydra's note of a failing callback
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("accelopt: error:")]
     assert len(lines) == 1 and pattern in lines[0], proc.stderr[-2000:]
     return lines[0]

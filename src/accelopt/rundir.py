@@ -26,7 +26,9 @@ import time
 import warnings
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from accelopt.config import ConfigError
@@ -90,7 +92,7 @@ def check_writable(folder: Path, what: str = "run folder") -> None:
         ) from err
 
 
-class OutputFolderCheck:
+class OutputFolderCheck(Callback):
     """A Hydra callback (``hydra.callbacks`` in ``conf/train.yaml``): before Hydra creates the run
     folder (or, for ``-m``, the sweep folder and its ``multirun.yaml``), an existing folder or its
     nearest existing parent that cannot be written is one line and exit status 2, not Hydra's
@@ -113,10 +115,10 @@ class OutputFolderCheck:
             )
             sys.exit(2)
 
-    def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config, "hydra.run.dir")
 
-    def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config, "hydra.sweep.dir")
 
 
