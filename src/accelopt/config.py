@@ -55,11 +55,49 @@ def _check_run_keys(cfg: DictConfig) -> None:
             f"seed={seed!r} is invalid: it must be an integer >= 0 (the study used 1, 2, 3), "
             "e.g. seed=1."
         )
-    epochs = cfg.trainer.get("max_epochs")
+    _check_trainer(cfg)
+    _check_checkpoint(cfg)
+
+
+def _check_trainer(cfg: DictConfig) -> None:
+    """Run length (it must end) and batch limits."""
+    trainer = cfg.trainer
+    epochs = trainer.get("max_epochs")
     if epochs is not None and (not _is_int(epochs) or epochs < -1 or epochs == 0):
         raise ConfigError(
             f"trainer.max_epochs={epochs!r} is invalid: it must be an integer >= 1 "
             "(or -1 for no limit with trainer.max_steps), e.g. trainer.max_epochs=6."
+        )
+    steps = trainer.get("max_steps", -1)
+    steps = -1 if steps is None else steps
+    if not _is_int(steps) or steps < -1 or steps == 0:
+        raise ConfigError(
+            f"trainer.max_steps={steps!r} is invalid: it must be an integer >= 1, or -1 for no "
+            "step limit (the run ends after trainer.max_epochs), e.g. trainer.max_steps=2000."
+        )
+    if epochs == -1 and steps == -1 and trainer.get("max_time") is None:
+        raise ConfigError(
+            "trainer.max_epochs=-1 with trainer.max_steps=-1 would train forever: give an epoch "
+            "limit (e.g. trainer.max_epochs=6) or a step limit (e.g. trainer.max_steps=2000)."
+        )
+    for key in sorted(k for k in trainer if str(k).startswith("limit_")):
+        value = trainer.get(key)
+        is_float = isinstance(value, float) and 0.0 <= value <= 1.0
+        if value is not None and not is_float and not (_is_int(value) and value >= 0):
+            raise ConfigError(
+                f"trainer.{key}={value!r} is invalid: it must be an integer >= 0 (batches), a "
+                f"fraction in [0.0, 1.0] or null (all batches), e.g. trainer.{key}=0.25."
+            )
+
+
+def _check_checkpoint(cfg: DictConfig) -> None:
+    node = (cfg.get("callbacks") or {}).get("checkpoint")
+    n = None if node is None else node.get("every_n_train_steps")
+    if n is not None and (not _is_int(n) or n < 1):
+        raise ConfigError(
+            f"callbacks.checkpoint.every_n_train_steps={n!r} is invalid: it must be an integer "
+            ">= 1 (save last.ckpt every N steps) or null (epoch ends only), e.g. "
+            "callbacks.checkpoint.every_n_train_steps=100."
         )
 
 

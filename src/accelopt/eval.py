@@ -6,8 +6,9 @@ are loaded strictly, and Lightning's ``Trainer.validate`` / ``Trainer.test`` eva
 the run's validation and test sets (CPU by default, ``hardware=gpu`` for one GPU). The metrics
 are printed and added atomically to ``<run>/eval.json``, which keeps every evaluation of the run
 (one entry per checkpoint, step, hardware and batch limit; re-evaluating the same one replaces
-its entry). A missing or unreadable checkpoint, one that does not match the run's model, or a
-run folder without a config is refused with one line and exit status 2, and writes nothing.
+its entry). A missing or unreadable checkpoint, one whose saved identity (the config it was
+trained with) differs from the run's config or that does not match the run's model, or a run
+folder without a config is refused with one line and exit status 2, and writes nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from accelopt.config import ConfigError
 from accelopt.data.sources import DataSourceError
 from accelopt.fileio import atomic_write
 from accelopt.models.module import ClassifierModule
+from accelopt.resume import IDENTITY_KEY, identity, identity_diff
 from accelopt.train import build_trainer
 
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")  # package data, as for train
@@ -149,6 +151,25 @@ def check_weights(module: torch.nn.Module, state: dict[str, Any], ckpt: Path, mo
         )
 
 
+def check_identity(data: dict[str, Any], run_cfg: DictConfig, ckpt: Path, run: Path) -> None:
+    """Refuse a checkpoint whose saved identity differs from the run config (one line).
+
+    The identity (``accelopt_identity``, saved in every checkpoint by accelopt.train) is what
+    the weights were trained on; the config is what eval rebuilds data and network from. A
+    checkpoint without one (written by other code) is evaluated unchecked.
+    """
+    saved = data.get(IDENTITY_KEY)
+    if not isinstance(saved, dict):
+        return
+    diff = identity_diff(saved, identity(run_cfg))
+    if diff:
+        raise EvalError(
+            f"ckpt_path={str(ckpt)!r} was not written by the run in {str(run)!r}: its config "
+            f"differs ({'; '.join(diff)}). Give the checkpoint's own run folder with "
+            "run_dir=<run>."
+        )
+
+
 def _eval_trainer_cfg(run_cfg: DictConfig, cfg: DictConfig) -> DictConfig:
     """The run's config with this command's hardware, no loggers or callbacks, full eval sets."""
     hw = cfg.hardware
@@ -183,6 +204,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     run_cfg = load_run_config(run)
     ecfg = _eval_trainer_cfg(run_cfg, cfg)
     data = load_checkpoint(ckpt)
+    check_identity(data, run_cfg, ckpt, run)
     if cfg.hardware.get("num_threads"):
         torch.set_num_threads(int(cfg.hardware.num_threads))
     datamodule = instantiate(run_cfg.dataset, seed=run_cfg.seed)

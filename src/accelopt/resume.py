@@ -5,6 +5,10 @@ between a run and its resumption (:data:`MAY_CHANGE`). :func:`resolve_checkpoint
 the checkpoint before any work starts and refuses, with one line per problem, a file that is
 missing or unreadable, or whose identity differs from the current config (each differing key named
 with both values). Nothing is written by a refused resume.
+
+:func:`check_start` decides what a run does with the record already in its folder: a finished
+(completed or diverged) run is left as it was by a resubmission with ``ckpt_path=last``, and a
+fresh run over it, or a resume to fewer epochs than were done, is refused.
 """
 
 from __future__ import annotations
@@ -19,9 +23,18 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from accelopt.config import ConfigError
+from accelopt.record import RunRecord
 from accelopt.variant import MAY_CHANGE, identity_of
 
-__all__ = ["MAY_CHANGE", "identity", "identity_diff", "resolve_checkpoint", "ResumePoint"]
+__all__ = [
+    "MAY_CHANGE",
+    "ResumePoint",
+    "check_start",
+    "checkpoint_dir",
+    "identity",
+    "identity_diff",
+    "resolve_checkpoint",
+]
 
 IDENTITY_KEY = "accelopt_identity"
 
@@ -57,6 +70,10 @@ class ResumePoint:
         self.path = path
         self.global_step = int(checkpoint.get("global_step", 0))
         self.epoch = int(checkpoint.get("epoch", 0))
+        # the epochs Lightning counts as done on restoring (its current_epoch after the restore)
+        loop = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+        done = ((loop.get("epoch_progress") or {}).get("current") or {}).get("completed")
+        self.epochs_done = int(done) if isinstance(done, int) else self.epoch
         self.identity: dict[str, Any] | None = checkpoint.get(IDENTITY_KEY)
 
 
@@ -84,6 +101,14 @@ def _read(path: Path) -> dict[str, Any]:
             "file written by accelopt.train, or ckpt_path=last."
         )
     return ckpt
+
+
+def checkpoint_dir(cfg: DictConfig, out: Path) -> Path:
+    """Where the run's checkpoint callback writes (``<out>/checkpoints`` unless configured)."""
+    node = (cfg.get("callbacks") or {}).get("checkpoint")
+    return (
+        Path(str(node.dirpath)) if node is not None and node.get("dirpath") else out / "checkpoints"
+    )
 
 
 def resolve_checkpoint(cfg: DictConfig, ckpt_dir: Path, run_dir: Path) -> ResumePoint | None:
@@ -121,3 +146,49 @@ def resolve_checkpoint(cfg: DictConfig, ckpt_dir: Path, run_dir: Path) -> Resume
                 f"{', '.join(MAY_CHANGE[2:])} may change), or start a new run in another folder."
             )
     return point
+
+
+FINISHED = ("completed", "diverged")
+
+
+def _nothing_more(cfg: DictConfig, record: RunRecord, point: ResumePoint | None) -> bool:
+    """Whether resuming a completed run from ``point`` would train nothing more."""
+    if point is None or record.stopped_at_step != point.global_step:
+        return point is None  # no checkpoint to continue from
+    epochs, steps = cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps") or -1
+    more_epochs = epochs is not None and (epochs == -1 or epochs > len(record.epochs))
+    return not (more_epochs or steps > point.global_step)
+
+
+def check_start(
+    cfg: DictConfig, point: ResumePoint | None, earlier: RunRecord | None, out: Path
+) -> str | None:
+    """Why the run in ``out`` is left as it was (its record is ``earlier``), or None to train.
+
+    Raises :class:`ConfigError` for a fresh run (no checkpoint) over a completed or diverged
+    run, and for a resume with ``trainer.max_epochs`` below the epochs its checkpoint has done.
+    """
+    status = earlier.status if earlier is not None else None
+    resubmitted = cfg.get("ckpt_path") is not None
+    if status == "diverged" and resubmitted:
+        n = earlier.stopped_at_step
+        return f"diverged at step {n} (a resume would diverge again: change lr or seed in a new folder)"
+    if status == "completed" and resubmitted and _nothing_more(cfg, earlier, point):
+        n = earlier.stopped_at_step
+        if point is None:
+            return f"already completed at step {n} (no checkpoint to continue from)"
+        return f"already completed at step {n} (raise trainer.max_epochs to continue it)"
+    if status in FINISHED and point is None:
+        raise ConfigError(
+            f"run folder {str(out)!r} holds a {status} run (metrics.json, step "
+            f"{earlier.stopped_at_step}) that a fresh run would replace: resume it with "
+            "ckpt_path=last, or start the fresh run in a new folder (hydra.run.dir=...)."
+        )
+    epochs = cfg.trainer.get("max_epochs")
+    if point is not None and isinstance(epochs, int) and 0 <= epochs < point.epochs_done:
+        raise ConfigError(
+            f"trainer.max_epochs={epochs} is below the {point.epochs_done} epochs already done "
+            f"by {str(point.path)!r}: resume with trainer.max_epochs >= {point.epochs_done}, or "
+            "start a new run in another folder."
+        )
+    return None

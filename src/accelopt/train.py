@@ -10,12 +10,14 @@ and then raised, so in a multirun the other jobs still run and keep their result
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
 import sys
+import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
@@ -40,8 +42,8 @@ from accelopt.data.sources import DataSourceError
 from accelopt.models.module import ClassifierModule, Diverged
 from accelopt.optim_protocol import clip_settings, method_label, optimizer_factory, trainer_kwargs
 from accelopt.record import RECORD_NAME, RecordError, RunRecord
-from accelopt.resume import ResumePoint, identity, resolve_checkpoint
-from accelopt.rundir import RunLock, check_writable
+from accelopt.resume import check_start, checkpoint_dir, identity, resolve_checkpoint
+from accelopt.rundir import RunLock, check_writable, write_hydra_files
 from accelopt.targets import parse_targets
 from accelopt.variant import hparams
 
@@ -194,26 +196,6 @@ class _Job:
     ckpt: str | None
 
 
-def _checkpoint_dir(cfg: DictConfig, out: Path) -> Path:
-    node = (cfg.get("callbacks") or {}).get("checkpoint")
-    return (
-        Path(str(node.dirpath)) if node is not None and node.get("dirpath") else out / "checkpoints"
-    )
-
-
-def _already_done(cfg: DictConfig, out: Path, point: ResumePoint) -> RunRecord | None:
-    """The completed record this checkpoint finished, if resuming would train nothing more."""
-    earlier = _existing(out)
-    if earlier is None or earlier.status != "completed":
-        return None
-    if earlier.stopped_at_step != point.global_step:
-        return None
-    epochs, steps = cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps") or -1
-    more_epochs = epochs is not None and epochs > len(earlier.epochs)
-    more_steps = steps > point.global_step
-    return None if more_epochs or more_steps else earlier
-
-
 def _build_net(cfg: DictConfig) -> torch.nn.Module:
     """The network of ``cfg.model``; a constructor's one-line ValueError becomes a ConfigError."""
     try:
@@ -224,16 +206,22 @@ def _build_net(cfg: DictConfig) -> torch.nn.Module:
         raise
 
 
-def _prepare(cfg: DictConfig, out: Path, record: RunRecord) -> _Job | RunRecord:
-    """Check everything and build the job; or the earlier record if the run is already done."""
+def _prepare(cfg: DictConfig, out: Path, record: RunRecord) -> _Job | tuple[RunRecord, str]:
+    """Check everything and build the job; or the earlier record (and why) if it is left as is."""
     check_config(cfg)
     targets = parse_targets(
         cfg.get("targets"), has_val=cfg.dataset.get("val_size", 1) != 0, stop=cfg.stop_at_target
     )
-    point = resolve_checkpoint(cfg, _checkpoint_dir(cfg, out), out)
-    done = None if point is None else _already_done(cfg, out, point)
-    if done is not None:
-        return done
+    ckpt_dir = checkpoint_dir(cfg, out)
+    if (cfg.get("callbacks") or {}).get("checkpoint") is not None and "://" not in str(ckpt_dir):
+        check_writable(ckpt_dir, "checkpoint folder")
+    point = resolve_checkpoint(cfg, ckpt_dir, out)
+    earlier = _existing(out)
+    reason = check_start(cfg, point, earlier, out)
+    if reason is not None and earlier is not None:
+        return earlier, reason
+    if _is_rank_zero():
+        write_hydra_files(out, cfg)  # accepted: Hydra's record of this run, only now
     if cfg.hardware.get("num_threads"):
         torch.set_num_threads(int(cfg.hardware.num_threads))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -263,30 +251,55 @@ def _prepare(cfg: DictConfig, out: Path, record: RunRecord) -> _Job | RunRecord:
     return _Job(trainer, module, datamodule, recorder, stop, ckpt)
 
 
+@contextlib.contextmanager
+def _quiet_after_fit() -> Iterator[Callable[[], None]]:
+    """Yields ``fit_ended``: from its call to the block's end, Ctrl+C is ignored.
+
+    During fit Lightning and :class:`GracefulStop` handle SIGINT (an interrupted fit can end with
+    GracefulStop's handler still set); after it, a second Ctrl+C would break the writing of the
+    record and the loggers' hyper-parameters with a traceback, while the run is ending anyway.
+    """
+    main = threading.current_thread() is threading.main_thread()  # else: SIGINT left alone
+    previous = signal.getsignal(signal.SIGINT) if main else None
+
+    def fit_ended() -> None:
+        if previous is not None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    try:
+        yield fit_ended
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
 def _fit(cfg: DictConfig, out: Path, record: RunRecord, job: _Job) -> dict[str, Any]:
     """Fit, then finalise and write the record whatever happened; re-raise errors after."""
     trainer = job.trainer
     status, error, tb, stopped = "completed", None, None, None
     reraise: BaseException | None = None
-    try:
-        trainer.fit(job.module, datamodule=job.datamodule, ckpt_path=job.ckpt)
-    except Diverged as exc:
-        status, error, stopped = "diverged", str(exc), exc.step
-        record.add_step_loss(exc.step, None)  # the non-finite loss that stopped the run
-    except SystemExit as exc:  # SIGTERM (Lightning's SIGTERMException), SIGINT, second Ctrl+C
-        signum = job.stop.signal or (signal.SIGTERM if isinstance(exc, SIGTERMException) else 2)
-        status, error = "interrupted", f"interrupted by {signal.Signals(signum).name}"
-        reraise = SystemExit(128 + signum)
-    except Exception as exc:  # recorded, then raised: other jobs of a sweep keep running
-        status, error, tb, reraise = "failed", _one_line(exc), traceback.format_exc(), exc
-    job.recorder.collect(trainer)  # duration_s: since fit started
-    at = stopped if stopped is not None else trainer.global_step
-    record.finalize(status, stopped_at_step=at, error=error, traceback=tb)
-    result = record.to_dict()
-    if trainer.is_global_zero:
-        record.write(out)
-        _log_hparams(trainer, cfg, result)
-        _print_summary(result, out)
+    with _quiet_after_fit() as fit_ended:
+        try:
+            trainer.fit(job.module, datamodule=job.datamodule, ckpt_path=job.ckpt)
+        except Diverged as exc:
+            status, error, stopped = "diverged", str(exc), exc.step
+            record.add_step_loss(exc.step, None)  # the non-finite loss that stopped the run
+        except SystemExit as exc:  # SIGTERM (Lightning's SIGTERMException), SIGINT, 2nd Ctrl+C
+            fit_ended()
+            sig = job.stop.signal or (signal.SIGTERM if isinstance(exc, SIGTERMException) else 2)
+            status, error = "interrupted", f"interrupted by {signal.Signals(sig).name}"
+            reraise = SystemExit(128 + sig)
+        except Exception as exc:  # recorded, then raised: other jobs of a sweep keep running
+            status, error, tb, reraise = "failed", _one_line(exc), traceback.format_exc(), exc
+        fit_ended()
+        job.recorder.collect(trainer)  # duration_s: since fit started
+        at = stopped if stopped is not None else trainer.global_step
+        record.finalize(status, stopped_at_step=at, error=error, traceback=tb)
+        result = record.to_dict()
+        if trainer.is_global_zero:
+            record.write(out)
+            _log_hparams(trainer, cfg, result)
+            _print_summary(result, out, _written(trainer, out))
     if reraise is not None:
         raise reraise
     return result
@@ -316,14 +329,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             if _is_rank_zero():
                 _record_failure(record, out, err)
             raise
-        if isinstance(job, RunRecord):
+        if isinstance(job, tuple):
+            earlier, reason = job
             print(
-                f"[accelopt] {job.method} on {job.dataset}: already completed at step "
-                f"{job.stopped_at_step}; {out / RECORD_NAME} left as it was (raise "
-                "trainer.max_epochs to continue it)",
+                f"[accelopt] {earlier.method} on {earlier.dataset}: {reason}; "
+                f"{out / RECORD_NAME} left as it was",
                 flush=True,
             )
-            return job.to_dict()
+            return earlier.to_dict()
         return _fit(cfg, out, record, job)
     finally:
         if lock is not None:
@@ -346,7 +359,20 @@ def _log_hparams(trainer: L.Trainer, cfg: DictConfig, record: dict[str, Any]) ->
         lg.save()
 
 
-def _print_summary(record: dict[str, Any], out: Path) -> None:
+def _written(trainer: L.Trainer, out: Path) -> list[str]:
+    """What this run wrote into its folder: record, config, checkpoint, logger files."""
+    names = [RECORD_NAME, ".hydra/config.yaml"]
+    ckpt = trainer.checkpoint_callback
+    last = Path(str(getattr(ckpt, "dirpath", None) or out)) / "last.ckpt"
+    if ckpt is not None and last.is_file():
+        names.append(str(last.relative_to(out)) if last.is_relative_to(out) else str(last))
+    for lg in trainer.loggers:
+        kind = {TensorBoardLogger: "TensorBoard events", CSVLogger: "CSV metrics"}.get(type(lg))
+        names.append(kind or f"{type(lg).__name__} logs")
+    return names
+
+
+def _print_summary(record: dict[str, Any], out: Path, written: list[str]) -> None:
     final, nc = record["final"], record.get("nc") or {}
 
     def fmt(v: Any, spec: str) -> str:
@@ -363,7 +389,7 @@ def _print_summary(record: dict[str, Any], out: Path) -> None:
             "[accelopt] NC: "
             + ", ".join(f"{k} {v:g}" for k, v in nc.items() if isinstance(v, float | int))
         )
-    lines.append(f"[accelopt] run folder: {out} (metrics.json, config, TensorBoard events)")
+    lines.append(f"[accelopt] run folder: {out} ({', '.join(written)})")
     print("\n".join(lines), flush=True)
 
 
@@ -372,17 +398,18 @@ def main(cfg: DictConfig) -> float | None:
     """Hydra's entry point; returns the final validation accuracy (what sweepers may optimise:
     never the test set).
 
-    A config or data error in a single run prints its one-paragraph message and exits with
-    status 2 (no traceback); in a multirun it is raised, so Hydra records it for that job and
-    runs the others.
+    A config or data error prints its one-paragraph message (no traceback). A single run then
+    exits with status 2. A multirun job returns NaN instead: its ``metrics.json`` says
+    ``failed`` with the message, the other jobs go on, and sweepers count the job as a failed
+    trial (raising would make Hydra's basic sweeper stop after the batch with a traceback).
     """
     try:
         record = train(cfg)
     except (ConfigError, DataSourceError) as err:
-        if HydraConfig.get().mode != RunMode.RUN:
-            raise
         print(f"accelopt: error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        if HydraConfig.get().mode == RunMode.RUN:
+            sys.exit(2)
+        return math.nan
     acc = record["final"].get("val/acc")  # None: diverged before any evaluation, or val_size=0
     return math.nan if acc is None else float(acc)  # Optuna marks a NaN trial as failed
 
