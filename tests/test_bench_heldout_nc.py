@@ -8,25 +8,13 @@ checked against a dense float64 Hessian or a direct loss evaluation.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from torch import Tensor, nn
 from torch.autograd.functional import hessian
 
+from accelopt.analysis import heldout_nc, heldout_nc_tables
 from accelopt.curvature import HessianOperator, flat_grad, lanczos
-
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location(
-    "bench_heldout_nc", ROOT / "benchmarks" / "bench_heldout_nc.py"
-)
-assert _spec is not None and _spec.loader is not None
-bench = importlib.util.module_from_spec(_spec)
-sys.modules["bench_heldout_nc"] = bench  # dataclasses resolve annotations through sys.modules
-_spec.loader.exec_module(bench)
 
 D_IN, HIDDEN = 3, 2
 
@@ -87,7 +75,7 @@ def test_search_matches_dense_lambda_min_and_replays_smaller_budgets() -> None:
     dim = sum(p.numel() for p in net.parameters())
     start = torch.randn(dim, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     start = start / start.norm()
-    out = bench.search(net, loss_fn, search_data, (3, dim), start)
+    out = heldout_nc.search(net, loss_fn, search_data, (3, dim), start)
     lam_min = float(torch.linalg.eigvalsh(dense_hessian(net, search_data))[0])
     assert lam_min < -0.3  # the known strict saddle
     assert out[dim]["lam"] == pytest.approx(lam_min, abs=1e-8)
@@ -111,11 +99,11 @@ def test_judge_measures_on_heldout_data_not_on_the_search_batch() -> None:
     op = HessianOperator(lambda: loss_fn(net(heldout[0]), heldout[1]), params)
     _, g = flat_grad(lambda: loss_fn(net(sign[0]), sign[1]), params)
     zero = torch.zeros_like(g)
-    base_h = bench.shifted_losses(net, loss_fn, heldout, zero, (0.0,))[0]
-    base_s = bench.shifted_losses(net, loss_fn, select, zero, (0.0,))[0]
-    probe = bench.Probe(op, heldout, select, g, base_h, base_s)
+    base_h = heldout_nc.shifted_losses(net, loss_fn, heldout, zero, (0.0,))[0]
+    base_s = heldout_nc.shifted_losses(net, loss_fn, select, zero, (0.0,))[0]
+    probe = heldout_nc.Probe(op, heldout, select, g, base_h, base_s)
     alphas = (0.01, 0.1, 0.5, 2.0)
-    res = bench.judge(net, loss_fn, 3.0 * v, probe, alphas)  # any length: judged as unit
+    res = heldout_nc.judge(net, loss_fn, 3.0 * v, probe, alphas)  # any length: judged as unit
 
     held_curv = float(v @ h_held @ v)
     assert res["curv"] == pytest.approx(held_curv, abs=1e-10)
@@ -145,11 +133,11 @@ def test_tables_and_summary_count_what_the_rows_say() -> None:
     rows = [_row(5, 64, 10, r, [-0.01, 0.02], -0.2) for r in range(3)]
     rows += [_row(5, "random", 0, r, [0.01 * (r - 1), 0.03], 0.1) for r in range(3)]
     facts = {5: {"step_s": 0.5, "epoch": 0.1, "base": 1.0, "steps_timed": 5}}
-    curv = bench.curvature_table(rows, facts)
+    curv = heldout_nc_tables.curvature_table(rows, facts)
     assert "| 3/3 |" in curv and "| 0/3 |" in curv and "| 4 (4 … 4) |" in curv  # 2 s / 0.5 s
-    loss = bench.loss_table(rows, (0.1, 0.3))
+    loss = heldout_nc_tables.loss_table(rows, (0.1, 0.3))
     assert "-0.01 (3/3↓)" in loss and "+0.02 (0/3↓)" in loss and "+0 (1/3↓)" in loss
-    text = bench.summary(rows, (0.1, 0.3))
+    text = heldout_nc_tables.summary(rows, (0.1, 0.3))
     assert (
         "b = 64, 10 HVPs (search 4× a training step, held-out vᵀHv median -0.2): α ∈ {0.1}" in text
     )
@@ -176,8 +164,8 @@ def test_cifar10_image_folder_is_split_normalised_and_fits_the_report_cnn(tmp_pa
                 Image.new("RGB", (32, 32), (v, 255 - v, 0)).save(
                     tmp_path / "data" / split / cls / f"{i}.png"
                 )
-    cfg = bench.Config(dataset="cifar10", data_dir=str(tmp_path / "data"), heldout=4)
-    (hx, hy), (px, py) = bench.load_data(cfg)
+    cfg = heldout_nc.Config(dataset="cifar10", data_dir=str(tmp_path / "data"), heldout=4)
+    (hx, hy), (px, py) = heldout_nc.load_data(cfg)
     assert hx.shape == (4, 3, 32, 32) and px.shape == (6, 3, 32, 32) and len(hy) + len(py) == 10
     seen = sorted(round(float(x[0, 0, 0]) * 127.5 + 127.5) for x in torch.cat([hx, px]))
     assert seen == sorted(values)  # each training image exactly once: held out or in the pool
