@@ -59,6 +59,12 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def seeded_cnn(device: torch.device, memory_format: torch.memory_format) -> ReportCNN:
+    """The report's MNIST CNN from seed 0, on ``device`` in ``memory_format``."""
+    torch.manual_seed(0)
+    return ReportCNN(1, 10, 28).to(device=device, memory_format=memory_format)
+
+
 def mnist_on(device: torch.device, seed: int = 0) -> ClassificationDataModule:
     """Real MNIST (all 60,000 training images) with its tensors on ``device``."""
     dm = ClassificationDataModule(val_size=0, seed=seed, on_device=True)
@@ -71,8 +77,7 @@ def mnist_on(device: torch.device, seed: int = 0) -> ClassificationDataModule:
 def bare_rate(dm: ClassificationDataModule, fmt: str, warm: int, steps: int) -> float:
     """Steps/s of a bare heavy-ball loop over on-device batches (after ``warm`` steps)."""
     device, mf = dm.device, FORMATS[fmt]
-    torch.manual_seed(0)
-    model = ReportCNN(1, 10, 28).to(device=device, memory_format=mf)
+    model = seeded_cnn(device, mf)
     opt = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
     x, y = dm.train_set.tensors
     batches = iter(ShuffledBatches(len(x), 128, shuffle=True, seed=1, device=device))
@@ -176,9 +181,8 @@ def epoch_seconds(args: argparse.Namespace, out: Path) -> dict[str, float]:
 
 def eval_seconds(dm: ClassificationDataModule, n: int) -> dict[str, float]:
     """Seconds to evaluate the first ``n`` test images at eval batches of 1,000 and 10,000."""
-    torch.manual_seed(0)
     device = dm.device
-    model = ReportCNN(1, 10, 28).to(device=device, memory_format=torch.channels_last).eval()
+    model = seeded_cnn(device, torch.channels_last).eval()
     x, y = dm.test_set.tensors
     res = {}
     for bs in (1000, 10000):
@@ -219,8 +223,7 @@ def hvp_ratio(dm: ClassificationDataModule, reps: int) -> dict[str, float]:
     x, y = dm.train_set.tensors[0][:128], dm.train_set.tensors[1][:128]
     print(f"\n== 3. gradient vs HVP (double backward), batch 128, median of {reps} ==")
     for fmt, mf in FORMATS.items():
-        torch.manual_seed(0)
-        net = ReportCNN(1, 10, 28).to(device=device, memory_format=mf)
+        net = seeded_cnn(device, mf)
         xb, params = x.contiguous(memory_format=mf), list(net.parameters())
 
         def closure(net: torch.nn.Module = net, xb: torch.Tensor = xb) -> torch.Tensor:
@@ -241,8 +244,7 @@ def _nc_loop(dm: ClassificationDataModule, make: Callable, steps: int, fmt: str)
     from accelopt.models.module import needs_hvp
 
     device, mf = dm.device, FORMATS[fmt]
-    torch.manual_seed(0)
-    model = ReportCNN(1, 10, 28).to(device=device, memory_format=mf)
+    model = seeded_cnn(device, mf)
     opt = make(model.parameters())
     x, y = dm.train_set.tensors
 

@@ -43,30 +43,39 @@ COUNTERS = COUNTER_KEYS[: COUNTER_KEYS.index("time_s") + 1]
 
 
 def run_epoch(
-    tmp: Path, method: str, seed: int, steps: int, threads: int, extra: list[str]
+    out: Path,
+    method: str,
+    seed: int,
+    steps: int,
+    threads: int,
+    extra: list[str],
+    epoch: int = 1,
+    ckpt: Path | None = None,
 ) -> dict[str, Any]:
-    """One fresh run of ``steps`` training steps (0: the whole epoch); its time and NC counters."""
+    """A run to epoch ``epoch`` of ``steps`` training steps (0: whole epochs) in folder ``out``,
+    fresh or resumed from ``ckpt``; the time and NC counters of its last epoch."""
     cfg = compose_cfg(
         [
             f"optimizer={method}",
             "dataset=mnist",
-            "trainer.max_epochs=1",
+            f"trainer.max_epochs={epoch}",
             f"trainer.limit_train_batches={steps or 1.0}",
             "trainer.limit_val_batches=0",
             "trainer.enable_progress_bar=false",
             "trainer.enable_model_summary=false",
             f"hardware.num_threads={threads}",
             f"seed={seed}",
+            *([f"ckpt_path={ckpt}"] if ckpt else []),
             *extra,
         ],
-        tmp / f"{method}_{seed}",
+        out,
     )
     record = train(cfg)
     assert record["status"] == "completed", record["error"]
-    epoch = record["epochs"][0]
+    last = record["epochs"][-1]
     return {
-        "time": epoch["time/epoch_s"],
-        "cpu": epoch["time/epoch_cpu_s"],
+        "time": last["time/epoch_s"],
+        "cpu": last["time/epoch_cpu_s"],
         "nc": record.get("nc") or {},
     }
 
@@ -90,6 +99,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument(
         "--steps", type=int, default=150, help="training steps per measured epoch; 0: all"
+    )
+    ap.add_argument(
+        "--epoch",
+        type=int,
+        default=1,
+        help="measure this epoch (> 1: the first ones run once per method, rounds resume there)",
     )
     ap.add_argument(
         "--val-size",
@@ -117,16 +132,25 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(
         f"torch {torch.__version__}, threads {args.threads}, {args.steps} steps per measured "
-        f"epoch, {args.rounds} rounds; extra overrides {extra}",
+        f"epoch, epoch {args.epoch} measured, {args.rounds} rounds; extra overrides {extra}",
         flush=True,
     )
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        run_epoch(Path(tmp), "heavyball", 0, 20, args.threads, split)  # warm-up
+        run_epoch(Path(tmp, "warm-up"), "heavyball", 0, 20, args.threads, split)
+        ckpts = {m: None for m in methods}
+        if args.epoch > 1:  # each method's first epochs once; every round resumes after them
+            for m in methods:
+                run_epoch(Path(tmp, m), m, 1, args.steps, args.threads, extra[m], args.epoch - 1)
+                ckpts[m] = Path(tmp, m, "checkpoints", "last.ckpt")
         for r in range(args.rounds):
             for m in methods:
-                out = run_epoch(Path(tmp), m, r + 1, args.steps, args.threads, extra[m])
+                seed, ckpt = (r + 1, None) if args.epoch == 1 else (1, ckpts[m])
+                out = run_epoch(
+                    Path(tmp, f"{m}_{seed}_{r}"), m, seed, args.steps, args.threads, extra[m],
+                    args.epoch, ckpt,
+                )  # fmt: skip
                 runs[m].append(out)
                 nc = out["nc"]
                 note = ", ".join(f"{k} {fmt(nc.get(k))}" for k in COUNTERS if k in nc)
