@@ -1,22 +1,27 @@
 """Per-epoch training time of each NC preset relative to heavy-ball SGD, real MNIST, one process.
 
 The report's CNN, batch 128, all 60,000 training images (``dataset.val_size=0``; ``--val-size
-default``: a user's 55,000), validation off, progress bar off, through the real entry point (``accelopt.train.train`` on a composed
-config, TensorBoard logger and checkpoint callback on, as a user's run). A measured "epoch" is
-the first epoch of a fresh run, cut to ``--steps`` training steps (``trainer.limit_train_batches``;
-``--steps 0``: the whole epoch, 469 batches or 430 with the default split) so that the 9×-cost faithful ANCM stays affordable; its time is the
+default``: a user's 55,000), validation off, progress bar off, through the real entry point
+(``accelopt.train.train`` on a composed config, TensorBoard logger and checkpoint callback on,
+as a user's run). A measured "epoch" is the first epoch of a fresh run, cut to ``--steps``
+training steps (``trainer.limit_train_batches``; ``--steps 0``: the whole epoch, 469 batches or
+430 with the default split) so that the 9×-cost faithful ANCM stays affordable. The improved
+presets' noise check does not fire in a fresh run's first epoch, so their NC phase (one per
+epoch) comes later: ``--epoch 2`` measures the second epoch, each method's first epoch run once
+(seed 1) and every round resuming from its checkpoint (the same work each round). Its time is the
 run's own ``time/epoch_s`` (training only) and ``time/epoch_cpu_s`` (the process's CPU seconds
 over the same span, which other jobs on a shared machine barely move; with ``--threads 1`` it is
 the work done). Methods alternate within each round and the script prints every time, then per
-method the medians, the ratios of medians to heavy-ball SGD (wall and CPU) with the range of
-the per-round ratios, and the
-NC counters of its median round (checks, re-checks, searches, NC steps, rejected, HVPs, λ of the
-last direction found and the last search's estimate, seconds in NC work) and the share of that
-run's epoch time spent in NC work (a within-run measure of the slowdown that the load of a shared
-machine cannot skew).
+method the medians, the ratios of medians to heavy-ball SGD (wall and CPU) with the range of the
+per-round ratios, the NC counters of its median round (checks, re-checks, searches, NC steps,
+rejected, HVPs, λ of the last direction found and the last search's estimate, seconds in NC
+work; a resumed run's counters include its first epochs) and the share of that run's epoch time
+spent in NC work (a within-run measure of the slowdown that the load of a shared machine cannot
+skew).
 
-    python benchmarks/bench_nc_presets.py [--rounds 3] [--steps 150 | 0] [--threads 1]
-        [--val-size 0 | default] [--methods heavyball,gose_seed,...] [--set gose:optimizer.every=100 ...]
+    python benchmarks/bench_nc_presets.py [--rounds 3] [--steps 150 | 0] [--epoch 1]
+        [--threads 1] [--val-size 0 | default] [--methods heavyball,gose_seed,...]
+        [--set gose:optimizer.every=100 ...]
 """
 
 from __future__ import annotations
