@@ -45,6 +45,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from accelopt.analysis.timing import median_ms, sync
 from accelopt.data import ClassificationDataModule, ShuffledBatches
 from accelopt.models import ReportCNN
 
@@ -52,11 +53,6 @@ ROOT = Path(__file__).resolve().parents[1]
 FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 EPOCH_STEPS = 469  # 60,000 MNIST images at batch 128, last partial batch kept
 SWEEP = ("heavyball", "agd", "gose_seed", "ancm_seed", "combined_seed", "gose", "ancm", "combined")
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def seeded_cnn(device: torch.device, memory_format: torch.memory_format) -> ReportCNN:
@@ -205,17 +201,6 @@ def eval_seconds(dm: ClassificationDataModule, n: int) -> dict[str, float]:
 
 
 # -- 3. gradient vs HVP --------------------------------------------------------------------------
-def _median_ms(fn: Callable[[], object], device: torch.device, reps: int) -> float:
-    ts = []
-    for _ in range(reps + 1):
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        ts.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(ts[1:])  # the first call warms up
-
-
 def hvp_ratio(dm: ClassificationDataModule, reps: int) -> dict[str, float]:
     from accelopt.curvature import HessianOperator, flat_grad
 
@@ -231,8 +216,8 @@ def hvp_ratio(dm: ClassificationDataModule, reps: int) -> dict[str, float]:
 
         op = HessianOperator(closure, params)
         v = torch.randn(op.dim, device=device)
-        g = _median_ms(lambda: flat_grad(closure, params), device, reps)  # noqa: B023
-        h = _median_ms(lambda: op.matvec(v), device, reps)  # noqa: B023
+        g = median_ms(lambda: flat_grad(closure, params), reps, device)  # noqa: B023
+        h = median_ms(lambda: op.matvec(v), reps, device)  # noqa: B023
         res |= {f"grad_ms/{fmt}": g, f"hvp_ms/{fmt}": h, f"hvp_over_grad/{fmt}": h / g}
         print(f"{fmt:<14} gradient {g:7.2f} ms  HVP {h:7.2f} ms  HVP/gradient {h / g:5.2f}")
     return res

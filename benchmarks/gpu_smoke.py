@@ -25,7 +25,6 @@ import argparse
 import json
 import logging
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -122,6 +121,7 @@ def format_row(r: dict[str, Any]) -> str:
 
 def hvp_timing(device: torch.device, reps: int) -> dict[str, float]:
     """Median ms of a gradient and of one HVP (two methods) on the report CNN, batch 128."""
+    from accelopt.analysis.timing import median_ms
     from accelopt.curvature import HessianOperator, flat_grad
     from accelopt.models.cnn import ReportCNN
 
@@ -138,21 +138,9 @@ def hvp_timing(device: torch.device, reps: int) -> dict[str, float]:
     op_fr = HessianOperator(closure, params, method="forward_over_reverse", module=net)
     v = torch.randn(op_db.dim, device=device)
 
-    def timed(fn) -> float:
-        ts = []
-        for _ in range(reps + 1):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            t = time.perf_counter()
-            fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            ts.append(time.perf_counter() - t)
-        return 1e3 * statistics.median(ts[1:])  # the first call warms up
-
-    g = timed(lambda: flat_grad(closure, params))
-    db = timed(lambda: op_db.matvec(v))
-    fr = timed(lambda: op_fr.matvec(v))
+    g = median_ms(lambda: flat_grad(closure, params), reps, device)
+    db = median_ms(lambda: op_db.matvec(v), reps, device)
+    fr = median_ms(lambda: op_fr.matvec(v), reps, device)
     rel = float((op_db.matvec(v) - op_fr.matvec(v)).norm() / op_db.matvec(v).norm())
     print(
         f"\n== gradient vs HVP, report CNN, batch 128, float32, {device} (median of {reps}) ==\n"
