@@ -99,7 +99,7 @@ def ratio_range(runs: dict[str, list[dict[str, Any]]], method: str, key: str) ->
     return f"{min(ratios):.2f}–{max(ratios):.2f}×"
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument(
@@ -125,7 +125,66 @@ def main() -> None:
         metavar="METHOD:KEY=VALUE",
         help="an extra override for one method, e.g. gose:optimizer.every=100",
     )
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def measure(
+    args: argparse.Namespace, extra: dict[str, list[str]], split: list[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """Every round's measured epoch of every method (methods alternate within a round)."""
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in extra}
+    with tempfile.TemporaryDirectory() as tmp:
+        run_epoch(Path(tmp, "warm-up"), "heavyball", 0, 20, args.threads, split)
+        ckpts = {m: None for m in extra}
+        if args.epoch > 1:  # each method's first epochs once; every round resumes after them
+            for m in extra:
+                run_epoch(Path(tmp, m), m, 1, args.steps, args.threads, extra[m], args.epoch - 1)
+                ckpts[m] = Path(tmp, m, "checkpoints", "last.ckpt")
+        for r in range(args.rounds):
+            for m in extra:
+                seed, ckpt = (r + 1, None) if args.epoch == 1 else (1, ckpts[m])
+                out = run_epoch(
+                    Path(tmp, f"{m}_{seed}_{r}"), m, seed, args.steps, args.threads, extra[m],
+                    args.epoch, ckpt,
+                )  # fmt: skip
+                runs[m].append(out)
+                nc = out["nc"]
+                note = ", ".join(f"{k} {fmt(nc.get(k))}" for k in COUNTERS if k in nc)
+                print(
+                    f"round {r} {m:14s} {out['time']:7.2f} s  cpu {out['cpu']:7.2f} s  {note}",
+                    flush=True,
+                )
+    return runs
+
+
+def print_table(runs: dict[str, list[dict[str, Any]]]) -> None:
+    """Per method: medians, ratios to heavy ball with per-round ranges, NC share and counters."""
+    base = statistics.median(o["time"] for o in runs["heavyball"])
+    base_cpu = statistics.median(o["cpu"] for o in runs["heavyball"])
+    # "NC share": seconds of NC work (the optimizer's own time_s) / that run's epoch time, so
+    # 1 / (1 − share) is the slowdown measured inside one run, immune to the load between runs.
+    # Ranges: the lowest and highest of the per-round ratios (a method over that round's heavy ball).
+    head = ["method", "median s", "ratio", "range", "median CPU s", "CPU ratio", "CPU range"]
+    head += ["report", "NC share", *COUNTERS]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for m in runs:
+        times = [o["time"] for o in runs[m]]
+        med = statistics.median(times)
+        mid = runs[m][sorted(range(len(times)), key=times.__getitem__)[len(times) // 2]]
+        nc = mid["nc"]
+        share = nc.get("time_s", 0.0) / mid["time"] if nc else None
+        cpu = statistics.median(o["cpu"] for o in runs[m])
+        row = [m, f"{med:.2f}", f"{med / base:.2f}×", ratio_range(runs, m, "time")]
+        row += [f"{cpu:.2f}", f"{cpu / base_cpu:.2f}×", ratio_range(runs, m, "cpu")]
+        row.append(fmt(REPORT.get(m)))
+        row.append("–" if share is None else f"{share:.1%} (→ {1 / (1 - share):.2f}×)")
+        row += [fmt(nc.get(k)) if nc else "–" for k in COUNTERS]
+        print("| " + " | ".join(row) + " |")
+
+
+def main() -> None:
+    args = parse_args()
     methods = args.methods.split(",")
     if methods[0] != "heavyball":
         methods = ["heavyball", *[m for m in methods if m != "heavyball"]]
@@ -140,52 +199,11 @@ def main() -> None:
         f"epoch, epoch {args.epoch} measured, {args.rounds} rounds; extra overrides {extra}",
         flush=True,
     )
-    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        run_epoch(Path(tmp, "warm-up"), "heavyball", 0, 20, args.threads, split)
-        ckpts = {m: None for m in methods}
-        if args.epoch > 1:  # each method's first epochs once; every round resumes after them
-            for m in methods:
-                run_epoch(Path(tmp, m), m, 1, args.steps, args.threads, extra[m], args.epoch - 1)
-                ckpts[m] = Path(tmp, m, "checkpoints", "last.ckpt")
-        for r in range(args.rounds):
-            for m in methods:
-                seed, ckpt = (r + 1, None) if args.epoch == 1 else (1, ckpts[m])
-                out = run_epoch(
-                    Path(tmp, f"{m}_{seed}_{r}"), m, seed, args.steps, args.threads, extra[m],
-                    args.epoch, ckpt,
-                )  # fmt: skip
-                runs[m].append(out)
-                nc = out["nc"]
-                note = ", ".join(f"{k} {fmt(nc.get(k))}" for k in COUNTERS if k in nc)
-                print(
-                    f"round {r} {m:14s} {out['time']:7.2f} s  cpu {out['cpu']:7.2f} s  {note}",
-                    flush=True,
-                )
+    runs = measure(args, extra, split)
     base = statistics.median(o["time"] for o in runs["heavyball"])
-    base_cpu = statistics.median(o["cpu"] for o in runs["heavyball"])
     print(f"\nwall {time.perf_counter() - t0:.0f} s; heavy-ball median {base:.2f} s")
-    # "NC share": seconds of NC work (the optimizer's own time_s) / that run's epoch time, so
-    # 1 / (1 − share) is the slowdown measured inside one run, immune to the load between runs.
-    # Ranges: the lowest and highest of the per-round ratios (a method over that round's heavy ball).
-    head = ["method", "median s", "ratio", "range", "median CPU s", "CPU ratio", "CPU range"]
-    head += ["report", "NC share", *COUNTERS]
-    print("| " + " | ".join(head) + " |")
-    print("|" + "---|" * len(head))
-    for m in methods:
-        times = [o["time"] for o in runs[m]]
-        med = statistics.median(times)
-        mid = runs[m][sorted(range(len(times)), key=times.__getitem__)[len(times) // 2]]
-        nc = mid["nc"]
-        share = nc.get("time_s", 0.0) / mid["time"] if nc else None
-        cpu = statistics.median(o["cpu"] for o in runs[m])
-        row = [m, f"{med:.2f}", f"{med / base:.2f}×", ratio_range(runs, m, "time")]
-        row += [f"{cpu:.2f}", f"{cpu / base_cpu:.2f}×", ratio_range(runs, m, "cpu")]
-        row.append(fmt(REPORT.get(m)))
-        row.append("–" if share is None else f"{share:.1%} (→ {1 / (1 - share):.2f}×)")
-        row += [fmt(nc.get(k)) if nc else "–" for k in COUNTERS]
-        print("| " + " | ".join(row) + " |")
+    print_table(runs)
 
 
 if __name__ == "__main__":
