@@ -138,14 +138,16 @@ def measure(
         ckpts = {m: None for m in extra}
         if args.epoch > 1:  # each method's first epochs once; every round resumes after them
             for m in extra:
-                run_epoch(Path(tmp, m), m, 1, args.steps, args.threads, extra[m], args.epoch - 1)
+                run_epoch(
+                    Path(tmp, m), m, 1, args.steps, args.threads, split + extra[m], args.epoch - 1
+                )
                 ckpts[m] = Path(tmp, m, "checkpoints", "last.ckpt")
         for r in range(args.rounds):
             for m in extra:
                 seed, ckpt = (r + 1, None) if args.epoch == 1 else (1, ckpts[m])
                 out = run_epoch(
-                    Path(tmp, f"{m}_{seed}_{r}"), m, seed, args.steps, args.threads, extra[m],
-                    args.epoch, ckpt,
+                    Path(tmp, f"{m}_{seed}_{r}"), m, seed, args.steps, args.threads,
+                    split + extra[m], args.epoch, ckpt,
                 )  # fmt: skip
                 runs[m].append(out)
                 nc = out["nc"]
@@ -189,7 +191,7 @@ def main() -> None:
     if methods[0] != "heavyball":
         methods = ["heavyball", *[m for m in methods if m != "heavyball"]]
     split = [] if args.val_size == "default" else [f"dataset.val_size={args.val_size}"]
-    extra: dict[str, list[str]] = {m: list(split) for m in methods}
+    extra: dict[str, list[str]] = {m: [] for m in methods}
     for item in args.set:
         m, _, override = item.partition(":")
         extra[m].append(override)
