@@ -185,7 +185,12 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=20, help="HVP timing repetitions")
     ap.add_argument("--skip-bench-hvp", action="store_true")
     ap.add_argument("--bench-steps", type=int, default=50, help="bench_hvp.py --steps")
-    ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "gpu_smoke")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "outputs" / "gpu_smoke" / time.strftime("%Y-%m-%d_%H-%M-%S"),
+        help="a new folder per call by default (a finished run's folder is never reused)",
+    )
     args = ap.parse_args()
 
     if not args.cpu and not torch.cuda.is_available():

@@ -138,6 +138,25 @@ def test_resume_with_another_schedule_is_refused(tmp_path: Path):
         run(tmp_path / "c", "scheduler=warmup_cosine", "scheduler.warmup=0.5", f"ckpt_path={ckpt}")
 
 
+def test_a_schedule_spanning_the_run_makes_its_length_identity(tmp_path: Path):
+    """Continuing a finished cosine run with more epochs would restart the curve: refused, with
+    the length named; the step schedule (per epoch, not spanning) may still be extended."""
+    run(tmp_path / "cos", "scheduler=cosine", epochs=1, ckpt=True)
+    ckpt = tmp_path / "cos" / "checkpoints" / "last.ckpt"
+    with pytest.raises(ConfigError, match=r"trainer.max_epochs: checkpoint 1, now 2"):
+        run(tmp_path / "cos", "scheduler=cosine", f"ckpt_path={ckpt}", epochs=2, ckpt=True)
+    run(tmp_path / "step", "scheduler=step", "scheduler.milestones=[1]", epochs=1, ckpt=True)
+    more = run(
+        tmp_path / "step",
+        "scheduler=step",
+        "scheduler.milestones=[1]",
+        "ckpt_path=last",
+        epochs=2,
+        ckpt=True,
+    )
+    assert more["status"] == "completed" and len(more["epochs"]) == 2
+
+
 class StopAfterFirstEpoch(L.Callback):
     """Ends fit after epoch 0 (its checkpoint written): a run interrupted at the boundary."""
 

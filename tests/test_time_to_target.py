@@ -71,6 +71,26 @@ def test_sub_epoch_evaluations_and_time_to_target(tmp_path: Path) -> None:
     assert rec["stop_reason"] is None and rec["stopped_at_step"] == 28
 
 
+def test_the_test_set_is_evaluated_at_epoch_ends_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mid-epoch evaluations run the validation set alone; each epoch end runs both."""
+    from accelopt.models.module import ClassifierModule
+
+    seen: list[tuple[str, int]] = []
+    evaluate = ClassifierModule._evaluate
+
+    def spy(self: ClassifierModule, batch: Any, name: str, slot: int) -> None:
+        seen.append((name, self.trainer.global_step))
+        evaluate(self, batch, name, slot)
+
+    monkeypatch.setattr(ClassifierModule, "_evaluate", spy)
+    rec = _run(tmp_path / "run")
+    assert sorted({s for n, s in seen if n == "val"}) == [7, 14, 21, 28]
+    assert sorted({s for n, s in seen if n == "test"}) == [14, 28]
+    assert all("test/acc" in e for e in rec["epochs"])
+
+
 def test_stop_at_target_stops_at_the_last_target(tmp_path: Path) -> None:
     rec = _run(tmp_path / "run", "+targets={val/acc:[0.4]}", "stop_at_target=true")
     reached = rec["targets"][0]["step"]

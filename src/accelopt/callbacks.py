@@ -339,7 +339,12 @@ class GracefulStop(L.Callback):
             if self.signal is not None:  # second Ctrl+C: stop now
                 raise KeyboardInterrupt
             self.signal = signum
-            trainer._signal_connector.received_sigterm = True
+            # hand it to Lightning's own SIGTERM handler (public: whatever is installed for
+            # SIGTERM): training stops at the next batch boundary and a checkpoint is saved
+            on_term = signal.getsignal(signal.SIGTERM)
+            if not callable(on_term):  # no graceful SIGTERM handling here: stop now
+                raise KeyboardInterrupt
+            on_term(signal.SIGTERM, frame)
 
         try:
             self._previous = signal.signal(signal.SIGINT, handler)

@@ -143,7 +143,8 @@ def resolve_checkpoint(cfg: DictConfig, ckpt_dir: Path, run_dir: Path) -> Resume
             raise ConfigError(
                 f"cannot resume from {str(point.path)!r}: the config differs from the run that "
                 f"wrote it ({'; '.join(diff)}). Resume with the run's own settings (only "
-                f"{', '.join(MAY_CHANGE[2:])} may change), or start a new run in another folder."
+                f"{', '.join(MAY_CHANGE[2:])} may change; not the length of a run whose "
+                "learning-rate schedule spans it), or start a new run in another folder."
             )
     return point
 

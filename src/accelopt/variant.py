@@ -57,6 +57,10 @@ MAY_CHANGE = (
     "dataset.eval_batch_size",
     "dataset.num_workers",
 )
+# A schedule stepped per batch (cosine, warmup_cosine, linear) spans the run's whole length, so
+# for such a run the length is identity: resuming with more epochs would restart the curve.
+HORIZON_KEYS = ("trainer.max_epochs", "trainer.max_steps")
+LENGTHLESS_SCHEDULES = (None, "constant", "step")
 HASH_CHARS = 10
 SEED = "seed"
 SEED_VALUE = "${seed}"
@@ -82,7 +86,10 @@ def identity_of(config: Mapping[str, Any]) -> dict[str, Any]:
     """The identity (dotted key → value, sorted) of a resolved config as a plain dict: every
     key but those that may change on resume."""
     flat = flatten(dict(config))
-    return {k: v for k, v in sorted(flat.items()) if not may_change(k)}
+    spans = flat.get("scheduler.name") not in LENGTHLESS_SCHEDULES
+    return {
+        k: v for k, v in sorted(flat.items()) if not may_change(k) or (spans and k in HORIZON_KEYS)
+    }
 
 
 def _seed_derived(key: str, value: Any, seed: Any) -> bool:

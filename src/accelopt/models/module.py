@@ -79,7 +79,6 @@ class ClassifierModule(L.LightningModule):
         net: nn.Module,
         optimizer: Callable[..., Optimizer],
         num_classes: int = 10,
-        log_nc: bool = True,
         memory_format: str = "contiguous",
         scheduler: Mapping[str, Any] | None = None,
         protocol: str | None = None,
@@ -103,7 +102,6 @@ class ClassifierModule(L.LightningModule):
         self.net = net.to(memory_format=self._format) if memory_format != "contiguous" else net
         self.optimizer_factory = optimizer
         self.criterion = nn.CrossEntropyLoss()
-        self.log_nc = log_nc
         self.eval_acc = nn.ModuleList(
             [MulticlassAccuracy(num_classes=num_classes, average="micro") for _ in range(2)]
         )
@@ -216,7 +214,7 @@ class ClassifierModule(L.LightningModule):
         self.log("train/loss_epoch_mean", loss, on_step=False, on_epoch=True)
         if self._logs_this_step():
             self._log_step_scalars(float(lr))
-        if self._protocol == "nc" and self.log_nc and self._logs_this_step():
+        if self._protocol == "nc" and self._logs_this_step():
             counters = opt.optimizer.counters
             self.log_dict(
                 {f"nc/{k}": float(v) for k, v in counters.items() if math.isfinite(v)},
@@ -276,8 +274,12 @@ class ClassifierModule(L.LightningModule):
         bookkeeping, and the ~16 counters on every step were most of the NC presets' per-step
         overhead (docs/benchmarks.md, "Per-step cost of the NC wrapper").
         """
-        connector = getattr(self._trainer, "_logger_connector", None)
-        return bool(getattr(connector, "should_update_logs", True))
+        trainer = self._trainer
+        if trainer is None:
+            return True
+        # public state: one optimizer step per batch, so global_step (already counting this
+        # batch's step) is the batch count Lightning's logger cadence uses
+        return trainer.global_step % max(int(trainer.log_every_n_steps), 1) == 0
 
     # -- evaluation --------------------------------------------------------------------------
     def _eval_name(self, dataloader_idx: int) -> str:
@@ -288,7 +290,18 @@ class ClassifierModule(L.LightningModule):
     def validation_step(
         self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        self._evaluate(batch, self._eval_name(dataloader_idx), dataloader_idx)
+        name = self._eval_name(dataloader_idx)
+        if name == "test" and self._mid_epoch_evaluation():
+            return  # the test set is evaluated once per epoch; within it only validation runs
+        self._evaluate(batch, name, dataloader_idx)
+
+    def _mid_epoch_evaluation(self) -> bool:
+        """Whether this evaluation runs inside a training epoch (``trainer.val_check_interval``
+        below one epoch), not at its end."""
+        trainer = self.trainer
+        if trainer.state.fn != "fit":
+            return False
+        return not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "test", 1)
