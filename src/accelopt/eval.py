@@ -31,9 +31,8 @@ from accelopt.config import ConfigError
 from accelopt.data.sources import DataSourceError
 from accelopt.fileio import atomic_write
 from accelopt.models.module import ClassifierModule
-from accelopt.train import build_trainer
+from accelopt.train import CONFIG_DIR, build_trainer
 
-CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")  # package data, as for train
 EVAL_FILE = "eval.json"
 EVAL_SCHEMA = 2
 LOCK_FILE = ".eval.lock"

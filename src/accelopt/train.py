@@ -17,6 +17,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +46,21 @@ from accelopt.rundir import RunLock, check_writable
 from accelopt.targets import parse_targets
 from accelopt.variant import hparams
 
-CONFIG_DIR = str(
-    Path(__file__).resolve().parent / "conf"
-)  # package data: works installed or editable
+
+def _config_dir() -> str:
+    """The Hydra config tree: ``conf/`` beside ``src/`` when this module runs from a checkout
+    (editable install, ``PYTHONPATH=src``), else the copy a wheel installs as ``accelopt.conf``.
+
+    The checkout is tried first because an editable install maps ``accelopt.conf`` to the
+    checkout it was installed from, not to the one on ``PYTHONPATH``.
+    """
+    src = Path(__file__).resolve().parents[1]
+    if src.name == "src" and (src.parent / "conf" / "train.yaml").is_file():
+        return str(src.parent / "conf")
+    return str(files("accelopt.conf"))
+
+
+CONFIG_DIR = _config_dir()
 
 
 def compose_config(
