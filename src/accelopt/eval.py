@@ -27,11 +27,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from accelopt.confdir import CONFIG_DIR
 from accelopt.config import ConfigError
 from accelopt.data.sources import DataSourceError
 from accelopt.fileio import atomic_write
 from accelopt.models.module import ClassifierModule
-from accelopt.train import CONFIG_DIR, build_trainer
+from accelopt.train import build_trainer
 
 EVAL_FILE = "eval.json"
 EVAL_SCHEMA = 2

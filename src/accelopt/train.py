@@ -17,7 +17,6 @@ import sys
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from accelopt.callbacks import EpochTimer, GracefulStop, RunRecorder
 from accelopt.checkpoint import AtomicCheckpointIO
+from accelopt.confdir import CONFIG_DIR
 from accelopt.config import ConfigError, check_config
 from accelopt.data.sources import DataSourceError
 from accelopt.models.module import ClassifierModule, Diverged
@@ -45,22 +45,6 @@ from accelopt.resume import ResumePoint, identity, resolve_checkpoint
 from accelopt.rundir import RunLock, check_writable
 from accelopt.targets import parse_targets
 from accelopt.variant import hparams
-
-
-def _config_dir() -> str:
-    """The Hydra config tree: ``conf/`` beside ``src/`` when this module runs from a checkout
-    (editable install, ``PYTHONPATH=src``), else the copy a wheel installs as ``accelopt.conf``.
-
-    The checkout is tried first because an editable install maps ``accelopt.conf`` to the
-    checkout it was installed from, not to the one on ``PYTHONPATH``.
-    """
-    src = Path(__file__).resolve().parents[1]
-    if src.name == "src" and (src.parent / "conf" / "train.yaml").is_file():
-        return str(src.parent / "conf")
-    return str(files("accelopt.conf"))
-
-
-CONFIG_DIR = _config_dir()
 
 
 def compose_config(
