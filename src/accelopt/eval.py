@@ -28,6 +28,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from accelopt.confdir import CONFIG_DIR
 from accelopt.config import ConfigError
 from accelopt.data.sources import DataSourceError
 from accelopt.fileio import atomic_write
@@ -35,7 +36,6 @@ from accelopt.models.module import ClassifierModule
 from accelopt.resume import IDENTITY_KEY, identity, identity_diff
 from accelopt.train import build_trainer
 
-CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")  # package data, as for train
 EVAL_FILE = "eval.json"
 EVAL_SCHEMA = 2
 LOCK_FILE = ".eval.lock"

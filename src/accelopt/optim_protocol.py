@@ -23,6 +23,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from accelopt.confdir import CONFIG_DIR
+
 __all__ = [
     "CLIP_ALGORITHMS",
     "CLIP_KEYS",
@@ -44,7 +46,7 @@ DECLARABLE = ("plain", "graph")
 RESERVED_KEYS = ("protocol", "name")
 CLIP_KEYS = ("gradient_clip_val", "gradient_clip_algorithm")
 CLIP_ALGORITHMS = ("norm", "value")
-OPTIMIZER_CONF = Path(__file__).resolve().parent / "conf" / "optimizer"
+OPTIMIZER_CONF = Path(CONFIG_DIR) / "optimizer"
 
 
 def needs_hvp(optimizer: object) -> bool:

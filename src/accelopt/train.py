@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from accelopt.callbacks import EpochTimer, GracefulStop, RunRecorder
 from accelopt.checkpoint import AtomicCheckpointIO
+from accelopt.confdir import CONFIG_DIR
 from accelopt.config import ConfigError, check_config
 from accelopt.data.sources import DataSourceError
 from accelopt.models.module import ClassifierModule, Diverged
@@ -46,10 +47,6 @@ from accelopt.resume import check_start, checkpoint_dir, identity, resolve_check
 from accelopt.rundir import RunLock, check_writable, write_hydra_files
 from accelopt.targets import parse_targets
 from accelopt.variant import hparams
-
-CONFIG_DIR = str(
-    Path(__file__).resolve().parent / "conf"
-)  # package data: works installed or editable
 
 
 def compose_config(
