@@ -188,6 +188,7 @@ def cli_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
     return root, outputs
 
 
+@pytest.mark.slow  # two real gloo processes per optimizer; the NC all-reduce stays in the default set (two_ranks)
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 def test_ddp_cpu_training_matches_one_process(
     optimizer: str, cli_runs: tuple[Path, dict[str, str]]

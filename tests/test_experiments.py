@@ -27,8 +27,34 @@ EXPECTED = {
 }
 
 
+ZOO = ["adahessian", "sophiah", "gose", "heavyball", "agd", "adamw", "lion", "sgd_schedulefree"]
+
+
 def test_every_experiment_file_is_covered():
-    assert sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")) == sorted(EXPECTED)
+    found = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+    assert found == sorted([*EXPECTED, "optimizer_zoo_mnist"])
+
+
+def test_optimizer_zoo_runs_each_optimizer_at_its_own_lr(tmp_path: Path):
+    """experiment=optimizer_zoo_mnist: 8 optimizers x 2 seeds, each at its own config's lr,
+    warm-up + cosine, 6 epochs, a validation split (time-to-target), MNIST."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        full = compose(
+            "train", overrides=["experiment=optimizer_zoo_mnist"], return_hydra_config=True
+        )
+    jobs = expand(dict(full.hydra.sweeper.params))
+    assert sorted(j["optimizer"] for j in jobs if j["seed"] == "1") == sorted(ZOO)
+    assert sorted({int(j["seed"]) for j in jobs}) == [1, 2]
+    for name in ("adahessian", "lion", "gose"):
+        cfg = compose_cfg(["experiment=optimizer_zoo_mnist", f"optimizer={name}"], tmp_path)
+        own = compose_cfg([f"optimizer={name}"], tmp_path)
+        assert cfg.optimizer.lr == own.optimizer.lr  # the optimizer's own default lr
+        assert cfg.scheduler.name == "warmup_cosine" and cfg.trainer.max_epochs == 6
+        assert cfg.dataset.name == "mnist" and cfg.dataset.val_size == 5000
 
 
 def expand(params: dict) -> list[dict]:

@@ -31,6 +31,7 @@ def test_each_search_composes_with_the_optuna_sweeper_on_validation_accuracy(nam
     assert "optimizer.lr" in sweeper.params
 
 
+@pytest.mark.slow
 def test_a_small_optuna_sweep_runs_and_reports_the_best_validation_trial(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     proc = run_cli(

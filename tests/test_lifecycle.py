@@ -277,7 +277,9 @@ def test_a_run_refused_for_its_lr_is_a_readable_failed_record_in_the_report(tmp_
     assert [r.status for r in sweep.runs] == ["failed"]
 
 
-@pytest.mark.parametrize(("signum", "code"), [(15, 143), (2, 130)])  # SIGTERM, SIGINT
+@pytest.mark.parametrize(
+    ("signum", "code"), [(15, 143), pytest.param(2, 130, marks=pytest.mark.slow)]
+)  # SIGTERM; SIGINT (slow: the same path, through GracefulStop; the Ctrl+C tests cover it)
 def test_a_signal_saves_a_checkpoint_records_interrupted_and_the_run_resumes(
     tmp_path: Path, signum: int, code: int
 ) -> None:

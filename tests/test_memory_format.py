@@ -99,6 +99,7 @@ def _nc_steps_keep_layout() -> bool:
     return hasattr(hvp, "assign_flat")
 
 
+@pytest.mark.slow
 def test_nc_preset_matches_under_channels_last() -> None:
     assert _nc_steps_keep_layout()
     plain, last = _pair()

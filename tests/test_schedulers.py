@@ -120,8 +120,15 @@ def test_bad_schedule_is_one_line(override: str, phrase: str, tmp_path: Path):
 
 
 def test_unbounded_run_with_a_per_batch_schedule_is_refused(tmp_path: Path):
+    # bounded in time only (trainer.max_time): the run ends, but a per-batch schedule has no length
     with pytest.raises(ConfigError, match="scheduler=cosine needs a finite number"):
-        run(tmp_path, "scheduler=cosine", "trainer.max_steps=-1", epochs=-1)
+        run(
+            tmp_path,
+            "scheduler=cosine",
+            "trainer.max_steps=-1",
+            "+trainer.max_time=00:00:01:00",
+            epochs=-1,
+        )
 
 
 def test_bad_milestones(tmp_path: Path):
