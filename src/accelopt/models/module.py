@@ -212,9 +212,10 @@ class ClassifierModule(L.LightningModule):
         # TensorBoard: train/loss per step, train/loss_epoch_mean per epoch
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         self.log("train/loss_epoch_mean", loss, on_step=False, on_epoch=True)
-        if self._logs_this_step():
+        logs = self._logs_this_step()
+        if logs:
             self._log_step_scalars(float(lr))
-        if self._protocol == "nc" and self._logs_this_step():
+        if self._protocol == "nc" and logs:
             counters = opt.optimizer.counters
             self.log_dict(
                 {f"nc/{k}": float(v) for k, v in counters.items() if math.isfinite(v)},
