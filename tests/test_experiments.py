@@ -32,7 +32,7 @@ ZOO = ["adahessian", "sophiah", "gose", "heavyball", "agd", "adamw", "lion", "sg
 
 def test_every_experiment_file_is_covered():
     found = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
-    assert found == sorted([*EXPECTED, "optimizer_zoo_mnist"])
+    assert found == sorted([*EXPECTED, "optimizer_zoo_mnist", *TIMED])
 
 
 def test_optimizer_zoo_runs_each_optimizer_at_its_own_lr(tmp_path: Path):
@@ -86,3 +86,46 @@ def test_experiment_composes_and_expands(name: str, tmp_path: Path):
         assert cfg.optimizer.lr in lrs
         if len(lrs) == 1:
             assert cfg.optimizer.lr == lrs[0]
+
+
+# experiment: (dataset, training images after the validation split, evaluations per epoch)
+TIMED = {
+    "time_to_target_mnist": ("mnist", 55_000, 10),
+    "time_to_target_cifar10": ("cifar10", 45_000, 8),
+    "resnet20_cifar10": ("cifar10", 45_000, 4),
+}
+STUDY = ["heavyball", "agd", "gose", "ancm", "combined"]
+
+
+@pytest.mark.parametrize("name", sorted(TIMED))
+def test_timed_experiments_evaluate_evenly_within_the_epoch(name: str, tmp_path: Path):
+    """val_check_interval divides the epoch's batches into the stated number of evaluations,
+    validation is held out, and the data set's targets are on (time-to-target)."""
+    dataset, n_train, evals = TIMED[name]
+    cfg = compose_cfg([f"experiment={name}"], tmp_path)
+    batches = -(-n_train // cfg.dataset.batch_size)  # the last partial batch is kept
+    assert cfg.dataset.name == dataset and cfg.dataset.val_size == 5000
+    assert batches // cfg.trainer.val_check_interval == evals
+    assert batches % cfg.trainer.val_check_interval == 0
+    assert cfg.targets == cfg.dataset.targets and cfg.targets
+
+
+@pytest.mark.parametrize("name", ["time_to_target_mnist", "time_to_target_cifar10"])
+def test_time_to_target_sweeps_the_five_study_methods(name: str):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        full = compose("train", overrides=[f"experiment={name}"], return_hydra_config=True)
+    jobs = expand(dict(full.hydra.sweeper.params))
+    assert sorted(j["optimizer"] for j in jobs if j["seed"] == "1") == sorted(STUDY)
+    assert len(jobs) == 2 * len(STUDY)
+
+
+def test_resnet20_study_setup(tmp_path: Path):
+    """ResNet-20 (BN), warm-up + cosine over 4 epochs, the curvature monitor twice an epoch."""
+    cfg = compose_cfg(["experiment=resnet20_cifar10", "optimizer=gose"], tmp_path)
+    assert cfg.model.depth == 20 and cfg.model.in_channels == 3
+    assert cfg.scheduler.name == "warmup_cosine" and cfg.trainer.max_epochs == 4
+    assert cfg.callbacks.curvature.every_n_steps == 2 * cfg.trainer.val_check_interval
