@@ -327,6 +327,21 @@ def test_empty_folder_refused(old_report: tuple[Path, bytes]) -> None:
     assert not list(root.glob("*.png"))
 
 
+def test_only_running_records_are_named_as_running(old_report: tuple[Path, bytes]) -> None:
+    """A sweep whose jobs have written provisional records only: not 'no metrics.json'."""
+    root, content = old_report
+    for job in ("0", "1"):
+        rec = write_record(root / job, method="heavyball", seed=int(job) + 1)
+        rec["status"] = "running"
+        (root / job / "metrics.json").write_text(json.dumps(rec))
+    (root / "2" / ".hydra").mkdir(parents=True)
+    proc = run_cli(str(root))
+    assert proc.returncode != 0
+    assert "no finished run" in proc.stderr and "no metrics.json" not in proc.stderr
+    assert "2 job(s) still running, 1 job folder(s) without a record yet" in proc.stderr
+    assert (root / "report.md").read_bytes() == content
+
+
 @pytest.mark.parametrize(
     "corruption",
     [

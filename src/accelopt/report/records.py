@@ -204,7 +204,12 @@ def load_runs(path: str | os.PathLike[str], *, strict: bool = True) -> Sweep:
         why = f"no metrics.json under {root}"
         if unreadable:
             why = f"no readable metrics.json under {root} ({len(unreadable)} unreadable)"
+        elif running:
+            why = f"no finished run under {root}"
         if incomplete:
-            why += f"; {len(incomplete)} job folder(s) have none yet (sweep still running?)"
+            why += (
+                f"; {len(running)} job(s) still running, "
+                f"{len(incomplete) - len(running)} job folder(s) without a record yet"
+            )
         raise ReportError(why + "; nothing written")
     return Sweep(root=root, runs=runs, unreadable=unreadable, incomplete=incomplete)
