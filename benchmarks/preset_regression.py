@@ -34,7 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import accelopt.optim as optim  # noqa: E402
-from tests import _regression as reg  # noqa: E402
+from accelopt.analysis import regression as reg  # noqa: E402
 
 # rounding-only perturbations run in a subprocess: environment variables read at import
 ISA_RUNS = {

@@ -37,7 +37,7 @@ from typing import Any
 import pytest
 
 import accelopt.optim as optim
-from tests import _regression as reg
+from accelopt.analysis import regression as reg
 
 REFERENCE = json.loads(reg.REFERENCE.read_text())
 PRE_REDESIGN = json.loads((reg.DATA / "preset_reference_pre_redesign.json").read_text())
