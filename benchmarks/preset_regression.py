@@ -1,7 +1,7 @@
 """The six NC presets' regression run: compare with a reference, write one, or measure drift.
 
-The run, the platform fingerprint and the comparisons live in ``tests/_regression.py`` (shared
-with tests/test_preset_regression.py). A written reference records the fingerprint of the
+The run, the platform fingerprint and the comparisons live in :mod:`accelopt.analysis.regression`
+(shared with tests/test_preset_regression.py). A written reference records the fingerprint of the
 machine that wrote it; the comparison is bit for bit where it matches, else to the tolerance.
 
     python benchmarks/preset_regression.py                     # compare with the reference
@@ -31,10 +31,10 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-import accelopt.optim as optim  # noqa: E402
-from tests import _regression as reg  # noqa: E402
+import accelopt.optim as optim
+from accelopt.analysis import regression as reg
+
+REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "data" / "preset_reference.json"
 
 # rounding-only perturbations run in a subprocess: environment variables read at import
 ISA_RUNS = {
@@ -113,7 +113,7 @@ def drift(presets: list[str]) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write", type=Path, default=None, help="write the reference here")
-    ap.add_argument("--reference", type=Path, default=reg.REFERENCE, help="compare with this")
+    ap.add_argument("--reference", type=Path, default=REFERENCE, help="compare with this")
     ap.add_argument("--presets", default=",".join(reg.PRESETS))
     ap.add_argument("--drift", action="store_true", help="measure rounding vs a real change")
     args = ap.parse_args()

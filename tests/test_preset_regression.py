@@ -1,6 +1,6 @@
 """The NC presets' per-step losses and counters do not drift between code versions.
 
-The run (tests/_regression.py) trains each of the six presets for 80 steps and compares with
+The run (:mod:`accelopt.analysis.regression`) trains each of the six presets for 80 steps and compares with
 stored references. ``preset_reference_pre_redesign.json`` was written from the single-class
 optimizer, before its redesign into components; ``preset_reference.json`` after the counter fixes
 that followed (same losses; ``lambda_min`` only for directions found, the new ``lambda_last``,
@@ -32,16 +32,18 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import accelopt.optim as optim
-from tests import _regression as reg
+from accelopt.analysis import regression as reg
 
-REFERENCE = json.loads(reg.REFERENCE.read_text())
-PRE_REDESIGN = json.loads((reg.DATA / "preset_reference_pre_redesign.json").read_text())
-FINGERPRINTED = json.loads((reg.DATA / "preset_reference_fingerprinted.json").read_text())
+DATA = Path(__file__).resolve().parent / "data"
+REFERENCE = json.loads((DATA / "preset_reference.json").read_text())
+PRE_REDESIGN = json.loads((DATA / "preset_reference_pre_redesign.json").read_text())
+FINGERPRINTED = json.loads((DATA / "preset_reference_fingerprinted.json").read_text())
 REFERENCES = {"preset_reference": REFERENCE, "fingerprinted": FINGERPRINTED}
 FIXED = ("grads", "lambda_min", "lambda_last")  # the counters the fixes changed
 POWER_GRADS = 2 * 2 * 8  # seed_power: outer 2 × (m + m) HVP batches of m = 8, one gradient each

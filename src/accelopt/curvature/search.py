@@ -17,15 +17,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from .hvp import (
-    Closure,
-    HessianOperator,
-    Reduce,
-    assign_flat,
-    flat_grad,
-    flatten,
-    trainable_mask,
-)
+from .hvp import Closure, HessianOperator, Reduce, assign_flat, flat_grad, flatten, trainable_mask
 
 __all__ = ["SearchResult", "lanczos", "lanczos_step", "neon2", "random_unit"]
 
@@ -218,22 +210,29 @@ def lanczos(
     budget = min(int(max_hvps), dim)
     if budget <= 0:
         return SearchResult(math.nan, None, 0, method="lanczos")
-    eps = torch.finfo(dtype).eps
-
-    q = _start(op, dim, dtype, device, v0, generator)
     Q = torch.empty(budget, dim, dtype=dtype, device=device)
+    Q[0] = _start(op, dim, dtype, device, v0, generator)
+    alphas, betas, history = _lanczos_loop(op, Q, eps_h, generator, record)
+    return _ritz(Q, alphas, betas, eps_h, history if record else None)
+
+
+def _lanczos_loop(
+    op: LinearOperator, Q: Tensor, eps_h: float, generator: torch.Generator | None, record: bool
+) -> tuple[list[float], list[float], list[float]]:
+    """:func:`lanczos`'s iteration from ``Q[0]``, filling the rows of ``Q`` it reaches.
+
+    Returns α₁..α_k (one per product), β₁..β_k and the smallest Ritz value after each product
+    (computed only when ``eps_h > 0`` or ``record``).
+    """
+    budget, dim = Q.shape
+    eps = torch.finfo(Q.dtype).eps
     alphas: list[float] = []
     betas: list[float] = []  # betas[j] couples q_j and q_{j+1}
-    anorm = 0.0
-    hvps = 0
     history: list[float] = []
+    anorm = 0.0
     for j in range(budget):
-        Q[j] = q
         w, b = lanczos_step(op, Q, j, alphas, betas)
-        hvps += 1
-        Qj = Q[: j + 1]
         anorm = max(anorm, abs(alphas[-1]), b, betas[j - 1] if j > 0 else 0.0)
-
         k = j + 1
         if eps_h > 0 or record:  # early exit test (with eps_h == 0 T is solved only at the end)
             theta = float(torch.linalg.eigvalsh(_tridiag(alphas, betas))[0])
@@ -244,30 +243,24 @@ def lanczos(
         if k == budget:
             betas.append(b)
             break
-
         if b <= 100 * eps * max(anorm, 1e-300) * math.sqrt(k):
             # invariant subspace: restart from a random vector orthogonal to span(Q)
             b = 0.0
-            q = _restart(Qj, dim, dtype, device, generator, eps)
+            q = _restart(Q[:k], dim, Q.dtype, Q.device, generator, eps)
             if q is None:
                 betas.append(0.0)
                 break
         else:
             q = w / b
         betas.append(b)
-
-    return _ritz(Q, alphas, betas, eps_h, hvps, history if record else None)
+        Q[k] = q
+    return alphas, betas, history
 
 
 def _ritz(
-    Q: Tensor,
-    alphas: list[float],
-    betas: list[float],
-    eps_h: float,
-    hvps: int,
-    history: list[float] | None,
+    Q: Tensor, alphas: list[float], betas: list[float], eps_h: float, history: list[float] | None
 ) -> SearchResult:
-    """The smallest Ritz pair of T_k = tridiag(β, α, β) as a :class:`SearchResult`."""
+    """The smallest Ritz pair of T_k = tridiag(β, α, β) as a :class:`SearchResult` (k products)."""
     k = len(alphas)
     evals, evecs = torch.linalg.eigh(_tridiag(alphas, betas))
     theta, lam_max = float(evals[0]), float(evals[-1])
@@ -278,7 +271,7 @@ def _ritz(
     return SearchResult(
         lam=theta,
         direction=v if found else None,
-        hvps=hvps,
+        hvps=k,
         lam_max=lam_max,
         residual=residual,
         iters=k,
@@ -327,49 +320,73 @@ def neon2(
     a small δ loses most of its digits, and ReLU kinks make it a poor curvature estimate).
     ``hvps`` = all gradient evaluations (g₀ included) + the estimate's cost, ≤ ``max_grads``.
     """
+    n_iter, est_cost = _neon2_budget(max_grads, rayleigh)
+    params = list(params)
+    batch = _Neon2Batch(closure, params, reduce, flatten([p.detach() for p in params]).clone())
+    x0 = batch.x0
+    try:
+        g0 = batch.grad()
+        xi = _unit(_randn(x0.numel(), x0.dtype, x0.device, generator) * trainable_mask(params))
+        if xi is None:
+            return SearchResult(math.nan, None, 1, method="neon2")
+        r = 100 * sigma if radius is None else radius
+        u, it = batch.walk(g0, sigma * xi, n_iter=n_iter, eta=eta, radius=r)
+        v = _unit(u)
+        if v is None:
+            return SearchResult(math.nan, None, 1 + it, iters=it, method="neon2")
+        lam = batch.curvature(v, u, g0, rayleigh)
+    finally:
+        assign_flat(x0, params)
+    grads = 1 + it + est_cost  # g₀, the walk's gradients, the estimate
+    found = _is_negative(lam, eps_h)
+    return SearchResult(lam, v if found else None, grads, iters=it, method="neon2", candidate=v)
+
+
+def _neon2_budget(max_grads: int, rayleigh: str) -> tuple[int, int]:
+    """(iterations of the walk, cost of the curvature estimate) within ``max_grads`` gradients."""
     if rayleigh not in ("hvp", "fd"):
         raise ValueError(f"rayleigh must be 'hvp' or 'fd', got {rayleigh!r}")
-    params = list(params)
     est_cost = 2 if rayleigh == "hvp" else 1
     n_iter = int(max_grads) - 1 - est_cost
     if n_iter < 1:
         raise ValueError(f"neon2 needs max_grads >= {2 + est_cost}")
-    r = 100 * sigma if radius is None else radius
-    x0 = flatten([p.detach() for p in params]).clone()
-    dtype, device = x0.dtype, x0.device
-    grads = 0
-    try:
-        _, g0 = flat_grad(closure, params, reduce=reduce)
-        grads += 1
-        xi = _unit(_randn(x0.numel(), dtype, device, generator) * trainable_mask(params))
-        if xi is None:
-            return SearchResult(math.nan, None, grads, method="neon2")
-        u = sigma * xi  # u = x_t − x₀
+    return n_iter, est_cost
+
+
+@dataclass
+class _Neon2Batch:
+    """:func:`neon2`'s fixed batch: its gradient anywhere near ``x0``, its curvature at ``x0``."""
+
+    closure: Closure
+    params: list[Tensor]
+    reduce: Reduce
+    x0: Tensor
+
+    def grad(self, x: Tensor | None = None) -> Tensor:
+        """∇f_S at ``x`` (the parameters moved there), or where the parameters are if None."""
+        if x is not None:
+            assign_flat(x, self.params)
+        return flat_grad(self.closure, self.params, reduce=self.reduce)[1]
+
+    def walk(
+        self, g0: Tensor, u: Tensor, *, n_iter: int, eta: float, radius: float
+    ) -> tuple[Tensor, int]:
+        """``u ← u − η (∇f_S(x₀ + u) − g₀)`` until ``‖u‖ ≥ radius``, ``u`` is not finite or
+        ``n_iter`` gradients are spent; returns the last ``u`` and the gradients spent."""
         it = 0
         for it in range(1, n_iter + 1):  # noqa: B007
-            assign_flat(x0 + u, params)
-            _, g = flat_grad(closure, params, reduce=reduce)
-            grads += 1
-            u = u - eta * (g - g0)
+            u = u - eta * (self.grad(self.x0 + u) - g0)
             if not torch.isfinite(u).all():
                 break
-            if float(torch.linalg.vector_norm(u)) >= r:
+            if float(torch.linalg.vector_norm(u)) >= radius:
                 break
-        v = _unit(u)
-        if v is None:
-            return SearchResult(math.nan, None, grads, iters=it, method="neon2")
+        return u, it
+
+    def curvature(self, v: Tensor, u: Tensor, g0: Tensor, rayleigh: str) -> float:
+        """``vᵀHv`` at x₀: one HVP (``"hvp"``) or one gradient difference over δ = ‖u‖ (``"fd"``)."""
         if rayleigh == "hvp":
-            assign_flat(x0, params)
-            op = HessianOperator(closure, params, reduce=reduce)
-            lam = float(v @ op.matvec(v))
-            grads += 2
-        else:
-            delta = float(torch.linalg.vector_norm(u))
-            assign_flat(x0 + delta * v, params)
-            _, g1 = flat_grad(closure, params, reduce=reduce)
-            grads += 1
-            lam = float(v @ (g1 - g0)) / delta
-    finally:
-        assign_flat(x0, params)
-    found = _is_negative(lam, eps_h)
-    return SearchResult(lam, v if found else None, grads, iters=it, method="neon2", candidate=v)
+            assign_flat(self.x0, self.params)
+            op = HessianOperator(self.closure, self.params, reduce=self.reduce)
+            return float(v @ op.matvec(v))
+        delta = float(torch.linalg.vector_norm(u))
+        return float(v @ (self.grad(self.x0 + delta * v) - g0)) / delta

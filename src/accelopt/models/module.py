@@ -159,9 +159,16 @@ class ClassifierModule(L.LightningModule):
         )
 
     # -- training ----------------------------------------------------------------------------
+    def _attached_trainer(self) -> L.Trainer | None:
+        """The trainer running this module, None outside one (public ``self.trainer`` raises)."""
+        try:
+            return self.trainer
+        except RuntimeError:  # "... is not attached to a `Trainer`"
+            return None
+
     @property
     def _distributed(self) -> bool:
-        trainer = self._trainer
+        trainer = self._attached_trainer()
         return trainer is not None and trainer.world_size > 1
 
     def _closure(
@@ -275,7 +282,7 @@ class ClassifierModule(L.LightningModule):
         bookkeeping, and the ~16 counters on every step were most of the NC presets' per-step
         overhead (docs/benchmarks.md, "Per-step cost of the NC wrapper").
         """
-        trainer = self._trainer
+        trainer = self._attached_trainer()
         if trainer is None:
             return True
         # public state: one optimizer step per batch, so global_step (already counting this

@@ -14,7 +14,8 @@ losses and counters only where the fingerprints match. Elsewhere the losses must
 ``RTOL`` and the discrete counters exactly (``benchmarks/preset_regression.py --drift`` measures
 how far rounding moves the losses; tests/test_preset_regression.py's docstring has the figures).
 
-Used by tests/test_preset_regression.py and benchmarks/preset_regression.py.
+Used by tests/test_preset_regression.py and benchmarks/preset_regression.py; the references
+they compare with are test data (``tests/data/preset_reference*.json``).
 """
 
 from __future__ import annotations
@@ -33,8 +34,6 @@ from torch import Tensor, nn
 
 import accelopt.optim as optim
 
-DATA = Path(__file__).resolve().parent / "data"
-REFERENCE = DATA / "preset_reference.json"
 PRESETS = ("gose", "ancm", "combined", "gose_seed", "ancm_seed", "combined_seed")
 STEPS = 80
 N_SAMPLES, BATCH, LR = 512, 32, 0.05
