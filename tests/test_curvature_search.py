@@ -11,13 +11,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from accelopt.curvature import HessianOperator, flatten, lanczos, neon2, unflatten_like
-from accelopt.curvature import seed_power as _seed_power
+from accelopt.curvature import vr_power as _vr_power
 from accelopt.optim.presets import REPORT_POWER
 
 
-def seed_power(probe, params, **knobs):
+def vr_power(probe, params, **knobs):
     """The report's power iteration with its values (accelopt.optim.presets) unless given."""
-    return _seed_power(probe, params, **{**REPORT_POWER, **knobs})
+    return _vr_power(probe, params, **{**REPORT_POWER, **knobs})
 
 
 class Dense:
@@ -210,8 +210,8 @@ def test_tiny_conv_lambda_min_within_5_percent_in_30_hvps():
         generator=torch.Generator().manual_seed(0),
     )
     assert all(torch.equal(p, q) for p, q in zip(params, x0, strict=True))  # exactly restored
-    sres = seed_power(lambda n: closure, params, generator=torch.Generator().manual_seed(0))
-    s30 = seed_power(
+    sres = vr_power(lambda n: closure, params, generator=torch.Generator().manual_seed(0))
+    s30 = vr_power(
         lambda n: closure, params, outer=1, inner=10, generator=torch.Generator().manual_seed(0)
     )
 
@@ -223,9 +223,9 @@ def test_tiny_conv_lambda_min_within_5_percent_in_30_hvps():
         f"  lanczos    hvps={res.hvps:2d} lam={res.lam:.5f} rel.err={abs(res.lam / lam_min - 1):.2e}\n"
         f"  neon2      hvps={nres.hvps:2d} lam={nres.lam:.5f} rel.err={abs(nres.lam / lam_min - 1):.2e}"
         f" found={nres.found}\n"
-        f"  seed_power hvps={s30.hvps:2d} est={s30.lam:.5f} v'Hv={rq(s30.candidate):.5f} (E=1, m=10)"
+        f"  vr_power hvps={s30.hvps:2d} est={s30.lam:.5f} v'Hv={rq(s30.candidate):.5f} (E=1, m=10)"
         f" found={s30.found}\n"
-        f"  seed_power hvps={sres.hvps:2d} est={sres.lam:.5f} v'Hv={rq(sres.candidate):.5f}"
+        f"  vr_power hvps={sres.hvps:2d} est={sres.lam:.5f} v'Hv={rq(sres.candidate):.5f}"
         f" (report defaults) found={sres.found}"
     )
     assert s30.hvps == 30
@@ -266,7 +266,7 @@ def test_neon2_finds_negative_curvature_and_restores_params():
         neon2(closure, params, max_grads=10, bogus=1)  # no catch-all keyword
 
 
-def test_seed_power_hvp_accounting_and_its_quirk():
+def test_vr_power_hvp_accounting_and_its_quirk():
     """48 HVPs on 16 fresh batches of 8; iteration 1.5y − 0.1Hy converges to the *top*
     eigenvector when λ_max + λ_min > 30."""
     dim = 60
@@ -279,17 +279,17 @@ def test_seed_power_hvp_accounting_and_its_quirk():
         sizes.append(n)
         return lambda: 0.5 * p @ (A @ p)
 
-    res = seed_power(probe, [p], outer=6, generator=torch.Generator().manual_seed(0))
+    res = vr_power(probe, [p], outer=6, generator=torch.Generator().manual_seed(0))
     assert res.hvps == 6 * 24 and sizes == [8] * (6 * 16)
     assert not res.found and res.lam > 20  # it found λ_max = 40, not λ_min = −1
-    res2 = seed_power(probe, [p], generator=torch.Generator().manual_seed(0))
+    res2 = vr_power(probe, [p], generator=torch.Generator().manual_seed(0))
     assert res2.hvps == 48
     # with a small spectrum, the iteration does converge to λ_min (|1.5 − 0.1λ| largest at λ_min)
     B = torch.from_numpy(
         with_spectrum(np.concatenate([[-8.0], np.linspace(0.5, 2.0, dim - 1)]), 12)
     )
     q = torch.zeros(dim, dtype=torch.float64, requires_grad=True)
-    res3 = seed_power(
+    res3 = vr_power(
         lambda n: lambda: 0.5 * q @ (B @ q),
         [q],
         outer=8,
@@ -298,11 +298,42 @@ def test_seed_power_hvp_accounting_and_its_quirk():
     assert res3.found and res3.lam < -4
 
 
+def test_vr_power_with_one_hessian_is_the_power_iteration_on_its_closed_form():
+    """With every batch's Hessian the same A the variance-reduced terms cancel, so each update is
+    y ← (1+η)y − (η/λ)Ay, normalised (a numpy reference, float64); ``est`` averages yᵀAy over the
+    last round's iterates before their update."""
+    dim, outer, inner, step, lam = 30, 2, 8, 0.5, 5.0
+    A = with_spectrum(np.linspace(-3.0, 3.0, dim), 21)
+    p = torch.zeros(dim, dtype=torch.float64, requires_grad=True)
+    At = torch.from_numpy(A)
+    res = vr_power(
+        lambda n: lambda: 0.5 * p @ (At @ p), [p], generator=torch.Generator().manual_seed(3)
+    )
+    y = torch.randn(dim, generator=torch.Generator().manual_seed(3), dtype=torch.float64).numpy()
+    y, quotients = y / np.linalg.norm(y), []
+    for _ in range(outer * inner):
+        quotients.append(y @ A @ y)
+        y = (1 + step) * y - (step / lam) * (A @ y)
+        y /= np.linalg.norm(y)
+    assert np.allclose(res.candidate.numpy(), y, rtol=0, atol=1e-12)
+    assert res.lam == pytest.approx(np.mean(quotients[-inner:]), rel=1e-12)
+    assert (res.hvps, res.grads, res.iters) == (3 * inner * outer, 2 * inner * outer, outer * inner)
+
+
+def test_vr_power_stops_at_an_iterate_it_cannot_normalise():
+    """A NaN Hessian: the first update of round one cannot be normalised; the counts stop there
+    (the m snapshot products, then 2 HVPs on one more batch)."""
+    p = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+    res = vr_power(lambda n: lambda: float("nan") * (p @ p), [p], outer=2, inner=3)
+    assert not res.found and math.isnan(res.lam) and res.candidate is None
+    assert (res.hvps, res.grads, res.iters) == (3 + 2, 3 + 1, 0)
+
+
 def test_searches_reproducible_from_generator():
     net, params, closure, _ = conv_problem(2)
     for search in (
         lambda g: neon2(closure, params, max_grads=10, generator=g),
-        lambda g: seed_power(lambda n: closure, params, outer=1, inner=2, generator=g, eps_h=-1e9),
+        lambda g: vr_power(lambda n: closure, params, outer=1, inner=2, generator=g, eps_h=-1e9),
     ):
         g = torch.Generator().manual_seed(7)
         state = g.get_state()
@@ -342,6 +373,6 @@ def test_searches_with_frozen_parameters():
     assert res.found and math.isfinite(res.lam)
     nres = neon2(closure, params, max_grads=10, generator=torch.Generator().manual_seed(0))
     assert math.isfinite(nres.lam) and torch.all(nres.candidate[:n0] == 0)
-    sres = seed_power(lambda n: closure, params, outer=1, inner=2)
+    sres = vr_power(lambda n: closure, params, outer=1, inner=2)
     assert math.isfinite(sres.lam)
     assert torch.equal(params[0], frozen)

@@ -22,7 +22,7 @@ from accelopt.optim import (
     Schedule,
     Search,
     SeedCheck,
-    SeedPower,
+    VRPower,
     registry,
 )
 
@@ -37,7 +37,7 @@ from .conftest import CONF_DIR
         (lambda: Lanczos(max_hvps=0), r"Lanczos: invalid max_hvps=0"),
         (lambda: Lanczos(hvp_method="fd"), r"hvp_method='fd'; accepted: 'double_backward'"),
         (lambda: Neon2(max_grads=3), r"Neon2: invalid max_grads=3; accepted: an integer >= 4"),
-        (lambda: SeedPower(lam=0.0), r"SeedPower: invalid lam=0.0"),
+        (lambda: VRPower(lam=0.0), r"VRPower: invalid lam=0.0"),
         (lambda: CarmonStep(l2=float("inf")), r"CarmonStep: invalid l2=inf"),
         (lambda: FixedStep(length=0), r"FixedStep: invalid length=0"),
         (lambda: FixedStep(backtracks=-1), r"backtracks=-1"),
@@ -113,7 +113,7 @@ def test_a_new_search_is_one_class_with_no_edit_to_the_wrapper() -> None:
         assert opt.counters["searches"] == 1 and opt.counters["steps"] == steps
 
 
-@pytest.mark.parametrize("search", [Lanczos(max_hvps=3, eps_h=0.0), SeedPower()])
+@pytest.mark.parametrize("search", [Lanczos(max_hvps=3, eps_h=0.0), VRPower()])
 def test_lambda_min_reports_found_directions_only(search: Search) -> None:
     # f = ½‖p‖² (H = I): no negative curvature, so nothing is found: λ_last = 1, λ_min stays NaN
     p = nn.Parameter(torch.ones(3, dtype=torch.float64))

@@ -30,7 +30,7 @@ from accelopt.optim import (
     NoiseCheck,
     RandomDirection,
     SeedCheck,
-    SeedPower,
+    VRPower,
 )
 
 from .conftest import FAST, run_cli
@@ -161,7 +161,7 @@ def test_check_and_step_groups_replace_their_components(
 
 def test_seed_preset_with_the_noise_check(make_cfg: Callable[..., DictConfig]) -> None:
     opt, _ = run(instantiate(make_cfg("optimizer=gose_seed", "optimizer/check=noise").optimizer))
-    assert isinstance(opt.check, NoiseCheck) and isinstance(opt.search, SeedPower)
+    assert isinstance(opt.check, NoiseCheck) and isinstance(opt.search, VRPower)
     assert opt.counters["grads"] == 0  # the noise check is free, and at step 0 it cannot fire
 
 

@@ -14,7 +14,7 @@ from accelopt.optim import (
     Lanczos,
     NCEscape,
     Schedule,
-    SeedPower,
+    VRPower,
 )
 
 DT = torch.float64
@@ -72,7 +72,7 @@ def test_lanczos_in_the_optimizer_finds_the_dense_lambda_min(method: str) -> Non
     assert expected < 0  # the test means something: there is negative curvature to find
 
 
-def test_seed_power_gives_the_same_search_with_either_method() -> None:
+def test_vr_power_gives_the_same_search_with_either_method() -> None:
     lams = []
     for method in METHODS:
         net, x, y = problem()
@@ -80,7 +80,7 @@ def test_seed_power_gives_the_same_search_with_either_method() -> None:
             net.parameters(),
             lr=1e-3,
             check=Always(),
-            search=SeedPower(hvp_method=method),
+            search=VRPower(hvp_method=method),
             step=FixedStep(sign_batch=20),
             schedule=Schedule(every=1, timing="before"),
             module=net,

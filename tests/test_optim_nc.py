@@ -350,7 +350,7 @@ def test_missing_probe_or_closure_is_a_clear_error() -> None:
         ({"hvp_method": "finite_difference"}, "hvp_method='finite_difference'.*'double_backward'"),
         ({"accept": "yes"}, "accept='yes'"),
         ({"eps_h": -0.1}, "eps_h=-0.1"),
-        ({"search": "seed_power", "sign_batch": None}, "sign_batch=None"),
+        ({"search": "vr_power", "sign_batch": None}, "sign_batch=None"),
         ({"search": "neon2", "max_grads": 2}, "max_grads=2"),
     ],
 )
@@ -395,11 +395,11 @@ def test_rechecks_pass_while_the_gradient_stays_within_the_noise_margin() -> Non
     assert c["steps"] + c["rejected"] <= c["searches"]
 
 
-@pytest.mark.parametrize("search", ["neon2", "seed_power"])
+@pytest.mark.parametrize("search", ["neon2", "vr_power"])
 def test_rechecks_work_with_the_other_searches(search: str) -> None:
     src = Source()
     model = mlp()
-    knobs = {"sign_batch": 16} if search == "seed_power" else {"max_grads": 12}
+    knobs = {"sign_batch": 16} if search == "vr_power" else {"max_grads": 12}
     opt = ANCM(
         model.parameters(),
         lr=0.05,

@@ -46,7 +46,7 @@ PRE_REDESIGN = json.loads((DATA / "preset_reference_pre_redesign.json").read_tex
 FINGERPRINTED = json.loads((DATA / "preset_reference_fingerprinted.json").read_text())
 REFERENCES = {"preset_reference": REFERENCE, "fingerprinted": FINGERPRINTED}
 FIXED = ("grads", "lambda_min", "lambda_last")  # the counters the fixes changed
-POWER_GRADS = 2 * 2 * 8  # seed_power: outer 2 × (m + m) HVP batches of m = 8, one gradient each
+POWER_GRADS = 2 * 2 * 8  # vr_power: outer 2 × (m + m) HVP batches of m = 8, one gradient each
 AGREE = ("identical", "within tolerance")
 
 

@@ -4,7 +4,7 @@
 from .buffers import call_keeping_buffers
 from .density import SLQResult, density_on_grid, gauss_quadrature, lanczos_tridiagonal, slq
 from .hvp import HessianOperator, flat_grad, flatten, trainable_mask, unflatten_like
-from .power import seed_power
+from .power import vr_power
 from .search import SearchResult, lanczos, lanczos_step, neon2
 from .step import NCStep, orient, step_length, take_nc_step
 
@@ -23,7 +23,7 @@ __all__ = [
     "lanczos_tridiagonal",
     "neon2",
     "orient",
-    "seed_power",
+    "vr_power",
     "slq",
     "step_length",
     "take_nc_step",

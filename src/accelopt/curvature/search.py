@@ -1,4 +1,4 @@
-"""Searches for a direction of negative curvature: ``lanczos``, ``neon2``, ``seed_power``.
+"""Searches for a direction of negative curvature: ``lanczos``, ``neon2``, ``vr_power``.
 
 Each returns a :class:`SearchResult` ``(lam, direction, hvps)`` under a budget. A direction is
 returned ("found") only when its curvature estimate ``lam`` satisfies ``lam < 0`` and
@@ -40,7 +40,7 @@ class SearchResult:
     ``history``: smallest Ritz value after each product (``lanczos(record=True)`` only).
     ``candidate``: the unit vector behind ``lam`` even when nothing was found (for warm starts
     and diagnostics; ``None`` only if there is no vector). ``grads``: gradients computed besides
-    the products (``seed_power``: the first-order graph of each HVP batch; 0 for the others,
+    the products (``vr_power``: the first-order graph of each HVP batch; 0 for the others,
     whose gradients are counted in ``hvps`` or by the caller that built the operator).
     """
 

@@ -27,7 +27,7 @@ from accelopt.optim.component import Component, registry
 from accelopt.optim.methods import ANCM, GOSE, VARIANTS, Combined
 from accelopt.optim.nc import NCEscape
 from accelopt.optim.schedule import Schedule
-from accelopt.optim.search import Lanczos, Neon2, RandomDirection, Search, SeedPower
+from accelopt.optim.search import Lanczos, Neon2, RandomDirection, Search, VRPower
 from accelopt.optim.step import CarmonStep, FixedStep, StepRule
 
 __all__ = [
@@ -52,7 +52,7 @@ __all__ = [
     "Schedule",
     "Search",
     "SeedCheck",
-    "SeedPower",
+    "VRPower",
     "StepRule",
     "pair_estimate",
     "registry",

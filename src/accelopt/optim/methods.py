@@ -8,7 +8,7 @@ keyword (a component, ``schedule``, or a flat knob such as ``every=10``) overrid
 
 The report's components (``seed``): the gradient norm averaged over 8 fresh batches of 128 below
 1e-3 (:class:`SeedCheck`); the variance-reduced power iteration (E = 2, m = 8, step 0.5, λ = 5,
-batches of 8; found iff vᵀHv < 0: :class:`SeedPower`); θ ← θ − 0.5·sign(⟨g₀, v⟩)·v with g₀ from
+batches of 8; found iff vᵀHv < 0: :class:`VRPower`); θ ← θ − 0.5·sign(⟨g₀, v⟩)·v with g₀ from
 64 samples, no acceptance test (:class:`FixedStep`); momentum untouched.
 
 The project's components (``improved``; docs/benchmarks.md):
@@ -48,7 +48,7 @@ from accelopt.optim.presets import (
     REPORT_EVERY,
 )
 from accelopt.optim.schedule import Schedule
-from accelopt.optim.search import Lanczos, RandomDirection, SeedPower
+from accelopt.optim.search import Lanczos, RandomDirection, VRPower
 from accelopt.optim.step import CarmonStep, FixedStep
 
 __all__ = ["ANCM", "GOSE", "VARIANTS", "Combined"]
@@ -76,7 +76,7 @@ def _seed(base: str, method: str, timing: str) -> dict[str, Any]:
         "base": base,
         "momentum": MOMENTUM,
         "check": SeedCheck(),
-        "search": SeedPower(),
+        "search": VRPower(),
         "step": FixedStep(),
         "schedule": Schedule(every=REPORT_EVERY[method], timing=timing),
     }
@@ -160,7 +160,7 @@ class GOSE(_Preset):
         \end{aligned}
 
     - ``variant="seed"`` (the report): ``K = 16`` on the step index within the epoch (30 checks
-      per MNIST epoch of 469 steps), ``SeedCheck``, ``SeedPower``, ``FixedStep`` (α = 0.5, ``g_S``
+      per MNIST epoch of 469 steps), ``SeedCheck``, ``VRPower``, ``FixedStep`` (α = 0.5, ``g_S``
       from 64 samples), momentum untouched.
     - ``variant="improved"`` (default): ``K = 500``, ``NoiseCheck``, ``Lanczos`` (≤ 10 HVPs on 256
       samples, ``ε_H = 0.2``) verified on 256 fresh samples, ``CarmonStep``
@@ -216,7 +216,7 @@ class ANCM(_Preset):
       towards θ̂ cost 0.5 validation points against Nesterov on MNIST in 2 of 2 seeds, with 0.01
       0.1–0.4). While the check does not fire there is no anchor and the update is plain Nesterov.
     - ``variant="seed"`` (the report): the seed check before *every* step (``K = 1``),
-      ``SeedPower``, ``FixedStep``, no proximal term.
+      ``VRPower``, ``FixedStep``, no proximal term.
     """
 
     TABLE: Table = _table("nesterov", "ancm", "before", **IMPROVED_ANCM)

@@ -26,7 +26,7 @@ reference batch of round ``r``:
 Every search follows a check, so ``searches ≤ checks`` and
 ``steps + rejected + unverified ≤ searches``. The reference batch ``S_r`` has the search's
 ``search_batch`` samples; a search that draws its own batches (``search_batch = None``:
-``SeedPower``) has none, and the phase's batch (re-checks, sign) is then the step rule's
+``VRPower``) has none, and the phase's batch (re-checks, sign) is then the step rule's
 ``sign_batch`` (:func:`reference_size`). The phase talks to the optimizer only through
 :class:`~accelopt.optim.component.Context`.
 """

@@ -1,7 +1,7 @@
 """The one source of every preset value: the report's (``seed``) and the project's (``improved``).
 
 Torch-free constants, imported by the components whose defaults are the report's values
-(:class:`~accelopt.optim.check.SeedCheck`, :class:`~accelopt.optim.search.SeedPower`,
+(:class:`~accelopt.optim.check.SeedCheck`, :class:`~accelopt.optim.search.VRPower`,
 :class:`~accelopt.optim.step.FixedStep`) and by the named compositions
 (:mod:`accelopt.optim.methods`: ``GOSE``, ``ANCM``, ``Combined``, their variants and the
 random-direction control). The Hydra yamls only select a preset and its variant.
@@ -37,7 +37,7 @@ MOMENTUM = 0.9  # every preset's base (heavy ball or Nesterov)
 # -- the report's code (variant "seed") --------------------------------------------------------
 # the check: ‖mean of 8 probe gradients of 128 samples‖ < 1e-3 (SeedCheck)
 REPORT_CHECK = {"batches": 8, "batch_size": 128, "threshold": 1e-3}
-# the variance-reduced power iteration: E = 2, m = 8, step 0.5, λ = 5, batches of 8 (SeedPower)
+# the variance-reduced power iteration: E = 2, m = 8, step 0.5, λ = 5, batches of 8 (VRPower)
 REPORT_POWER = {"outer": 2, "inner": 8, "step": 0.5, "lam": 5.0, "batch": 8}
 # θ ← θ − 0.5·sign(⟨g₀, v⟩)·v with g₀ from 64 samples, no acceptance test (FixedStep)
 REPORT_STEP = {"length": 0.5, "sign_batch": 64}

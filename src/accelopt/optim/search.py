@@ -1,4 +1,4 @@
-"""Negative-curvature searches as components: :class:`Lanczos`, :class:`Neon2`, :class:`SeedPower`,
+"""Negative-curvature searches as components: :class:`Lanczos`, :class:`Neon2`, :class:`VRPower`,
 and the control :class:`RandomDirection` (a random direction, no curvature selection).
 
 Each wraps one function of :mod:`accelopt.curvature.search` and owns its knobs. The optimizer
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from accelopt.curvature.hvp import Closure, HessianOperator, flat_grad
-from accelopt.curvature.power import seed_power
+from accelopt.curvature.power import vr_power
 from accelopt.curvature.search import SearchResult, lanczos, neon2, random_unit
 from accelopt.optim.component import (
     HVP_METHODS,
@@ -28,7 +28,7 @@ from accelopt.optim.component import (
 )
 from accelopt.optim.presets import REPORT_POWER
 
-__all__ = ["HVP_METHODS", "Lanczos", "Neon2", "RandomDirection", "Search", "SeedPower"]
+__all__ = ["HVP_METHODS", "Lanczos", "Neon2", "RandomDirection", "Search", "VRPower"]
 
 
 class Search(Component):
@@ -149,11 +149,11 @@ class Neon2(Search):
 
 
 @dataclass
-class SeedPower(Search):
+class VRPower(Search):
     """The report's variance-reduced power iteration: ``outer`` rounds of ``inner`` steps of size
     ``step`` on ``I − H/lam``, every HVP on a fresh probe batch of ``batch`` (48 HVPs)."""
 
-    name: ClassVar[str] = "seed_power"
+    name: ClassVar[str] = "vr_power"
     outer: int = REPORT_POWER["outer"]  # type: ignore[assignment]
     inner: int = REPORT_POWER["inner"]  # type: ignore[assignment]
     step: float = REPORT_POWER["step"]
@@ -163,13 +163,13 @@ class SeedPower(Search):
     hvp_method: str = "double_backward"
 
     def __post_init__(self) -> None:
-        count("SeedPower", "outer", self.outer, minimum=1)
-        count("SeedPower", "inner", self.inner, minimum=1)
-        positive("SeedPower", "step", self.step)
-        positive("SeedPower", "lam", self.lam)
-        count("SeedPower", "batch", self.batch, minimum=1)
-        positive("SeedPower", "eps_h", self.eps_h, allow_zero=True)
-        choice("SeedPower", "hvp_method", self.hvp_method, HVP_METHODS)
+        count("VRPower", "outer", self.outer, minimum=1)
+        count("VRPower", "inner", self.inner, minimum=1)
+        positive("VRPower", "step", self.step)
+        positive("VRPower", "lam", self.lam)
+        count("VRPower", "batch", self.batch, minimum=1)
+        positive("VRPower", "eps_h", self.eps_h, allow_zero=True)
+        choice("VRPower", "hvp_method", self.hvp_method, HVP_METHODS)
         self.step, self.lam, self.eps_h = float(self.step), float(self.lam), float(self.eps_h)
 
     @property
@@ -179,8 +179,8 @@ class SeedPower(Search):
     def run(
         self, ctx: Context, probe: Probe, batch: Batch | None
     ) -> tuple[SearchResult, Closure | None]:
-        _check_hvp("SeedPower", self.hvp_method, ctx)
-        result = seed_power(
+        _check_hvp("VRPower", self.hvp_method, ctx)
+        result = vr_power(
             probe,
             ctx.params(),
             outer=self.outer,
