@@ -34,10 +34,10 @@ N_BATCH, N_PROBE = 16, 32
 SETTINGS: dict[str, dict[str, Any]] = {
     # improved defaults' machinery: Lanczos on one probe batch, acceptance test on it
     "lanczos": {"check": "always", "search": "lanczos", "search_batch": N_PROBE, "max_hvps": 12},
-    # the report's seed check (mean of probe gradients) with Neon2's first-order search and the
-    # sign (no acceptance test) from a fresh probe batch
-    "seed_neon2": {
-        "check": "seed",
+    # the report's gradient-norm check (mean of probe gradients) with Neon2's first-order search
+    # and the sign (no acceptance test) from a fresh probe batch
+    "grad_norm_neon2": {
+        "check": "grad_norm",
         "threshold": 1e6,  # always passes: the search runs
         "batches": 2,
         "batch_size": N_PROBE,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from accelopt.optim import NoiseCheck, seed_check
+from accelopt.optim import NoiseCheck, mean_grad_norm
 
 DT = torch.float64
 
@@ -52,7 +52,7 @@ def test_noise_check_needs_two_gradients_and_fires_at_an_exact_critical_point() 
     assert check.fires() is True  # deterministic and ∇f = 0: 0 ≤ ratio·0
 
 
-def test_seed_check_is_the_norm_of_the_averaged_probe_gradients() -> None:
+def test_mean_grad_norm_is_the_norm_of_the_averaged_probe_gradients() -> None:
     p = torch.tensor([1.0, -2.0], dtype=DT, requires_grad=True)
     targets = iter(torch.arange(8, dtype=DT))
 
@@ -60,6 +60,6 @@ def test_seed_check_is_the_norm_of_the_averaged_probe_gradients() -> None:
         t = next(targets)
         return lambda: 0.5 * ((p - t) ** 2).sum() * (n / 128)
 
-    norm = seed_check(probe, [p], batches=8, batch_size=128)
+    norm = mean_grad_norm(probe, [p], batches=8, batch_size=128)
     expected = (p.detach() - torch.arange(8, dtype=DT).mean()).norm()
     assert norm == pytest.approx(float(expected))

@@ -15,13 +15,13 @@ from accelopt.optim import (
     Always,
     CarmonStep,
     FixedStep,
+    GradNormCheck,
     Lanczos,
     NCEscape,
     Neon2,
     RandomDirection,
     Schedule,
     Search,
-    SeedCheck,
     VRPower,
     registry,
 )
@@ -32,8 +32,11 @@ from .conftest import CONF_DIR
 @pytest.mark.parametrize(
     ("build", "message"),
     [
-        (lambda: SeedCheck(batches=0), r"SeedCheck: invalid batches=0; accepted: an integer >= 1"),
-        (lambda: SeedCheck(threshold=-1.0), r"threshold=-1.0; accepted: a finite number > 0"),
+        (
+            lambda: GradNormCheck(batches=0),
+            r"GradNormCheck: invalid batches=0; accepted: an integer >= 1",
+        ),
+        (lambda: GradNormCheck(threshold=-1.0), r"threshold=-1.0; accepted: a finite number > 0"),
         (lambda: Lanczos(max_hvps=0), r"Lanczos: invalid max_hvps=0"),
         (lambda: Lanczos(hvp_method="fd"), r"hvp_method='fd'; accepted: 'double_backward'"),
         (lambda: Neon2(max_grads=3), r"Neon2: invalid max_grads=3; accepted: an integer >= 4"),
@@ -72,7 +75,7 @@ def test_flat_knobs_go_to_the_component_that_has_them() -> None:
     assert opt.schedule.every == 7 and opt.check.threshold == 1e9
     assert opt.search.outer == 3 and opt.step_rule.length == 0.25
     # the component the preset was given is not changed (copies)
-    check = SeedCheck()
+    check = GradNormCheck()
     GOSE([nn.Parameter(torch.zeros(3))], check=check, threshold=5.0)
     assert check.threshold == 1e-3
 

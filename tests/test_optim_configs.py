@@ -24,12 +24,12 @@ from accelopt.optim import (
     Always,
     Combined,
     FixedStep,
+    GradNormCheck,
     Lanczos,
     NCEscape,
     Neon2,
     NoiseCheck,
     RandomDirection,
-    SeedCheck,
     VRPower,
 )
 
@@ -145,13 +145,13 @@ def test_check_and_step_groups_replace_their_components(
     cfg = make_cfg(
         "optimizer=gose",
         "optimizer.every=2",
-        "optimizer/check=seed",
+        "optimizer/check=grad_norm",
         "+optimizer.check.threshold=1e9",  # passes: searches run
         "optimizer/step=fixed",
         "optimizer.verify_batch=0",  # off: one sign batch per step, no verification batch
     )
     opt, _ = run(instantiate(cfg.optimizer))
-    assert isinstance(opt.check, SeedCheck) and opt.check.threshold == 1e9
+    assert isinstance(opt.check, GradNormCheck) and opt.check.threshold == 1e9
     assert isinstance(opt.step_rule, FixedStep) and opt.step_rule.sign_batch == 64
     c = opt.counters
     assert c["checks"] == 3 and c["searches"] == 3

@@ -136,7 +136,7 @@ def overrides(name: str) -> dict[str, Any]:
     """``every=10``, the improved presets' first components, the seed presets' check forced on."""
     method, _, variant = name.partition("_")
     if variant == "seed":
-        return {"every": 10, "check": optim.SeedCheck(threshold=1e9)}
+        return {"every": 10, "check": optim.GradNormCheck(threshold=1e9)}
     schedule = optim.Schedule(every=10, **FIRST_SCHEDULE[method])
     return {"search": optim.Lanczos(), "step": optim.CarmonStep(), "schedule": schedule}
 

@@ -8,7 +8,7 @@ Torch only. ``from accelopt.optim import GOSE`` and use it in a plain loop::
 
 where ``probe(n)`` returns a loss closure over ``n`` fresh training samples. Compose your own::
 
-    opt = NCEscape(model.parameters(), lr=0.02, base="nesterov", check=SeedCheck(),
+    opt = NCEscape(model.parameters(), lr=0.02, base="nesterov", check=GradNormCheck(),
                    search=Neon2(max_grads=30), step=CarmonStep(), schedule=Schedule(every=20))
 """
 
@@ -16,12 +16,12 @@ from accelopt.optim.cadence import Cadence, Plateau
 from accelopt.optim.check import (
     Always,
     Check,
+    GradNormCheck,
     Never,
     NoiseCheck,
     PairCheck,
-    SeedCheck,
+    mean_grad_norm,
     pair_estimate,
-    seed_check,
 )
 from accelopt.optim.component import Component, registry
 from accelopt.optim.methods import ANCM, GOSE, VARIANTS, Combined
@@ -51,10 +51,10 @@ __all__ = [
     "RandomDirection",
     "Schedule",
     "Search",
-    "SeedCheck",
+    "GradNormCheck",
     "VRPower",
     "StepRule",
     "pair_estimate",
     "registry",
-    "seed_check",
+    "mean_grad_norm",
 ]

@@ -4,9 +4,9 @@ A check is a :class:`Check` component of :class:`accelopt.optim.NCEscape`: the w
 :meth:`Check.observe` with every minibatch gradient it computes, :meth:`Check.passes` at each
 scheduled check, and :meth:`Check.recheck` before every further search round of an NC phase.
 
-- :class:`SeedCheck` — the report's check: the norm of the gradient averaged over ``batches``
+- :class:`GradNormCheck` — the report's check: the norm of the gradient averaged over ``batches``
   fresh probe batches of ``batch_size`` samples (8 × 128), below ``threshold`` (``1e-3``). It
-  costs ``batches`` extra gradients every time it runs (:func:`seed_check`).
+  costs ``batches`` extra gradients every time it runs (:func:`mean_grad_norm`).
 - :class:`NoiseCheck` — the project's default: it reuses the minibatch gradients the optimizer
   computes anyway (cost: one vector add and one dot product per step). Over the ``W`` minibatch
   gradients ``g_1 .. g_W`` seen since the last check it forms
@@ -59,13 +59,13 @@ __all__ = [
     "Never",
     "NoiseCheck",
     "PairCheck",
-    "SeedCheck",
+    "GradNormCheck",
     "pair_estimate",
-    "seed_check",
+    "mean_grad_norm",
 ]
 
 
-def seed_check(
+def mean_grad_norm(
     probe: Probe,
     params: list[Tensor],
     *,
@@ -123,22 +123,22 @@ class Check(Component):
 
 
 @dataclass
-class SeedCheck(Check):
+class GradNormCheck(Check):
     """The report's check: ‖mean of ``batches`` probe gradients of ``batch_size``‖ < ``threshold``."""
 
-    name: ClassVar[str] = "seed"
+    name: ClassVar[str] = "grad_norm"
     batches: int = REPORT_CHECK["batches"]  # type: ignore[assignment]
     batch_size: int = REPORT_CHECK["batch_size"]  # type: ignore[assignment]
     threshold: float = REPORT_CHECK["threshold"]
 
     def __post_init__(self) -> None:
-        count("SeedCheck", "batches", self.batches, minimum=1)
-        count("SeedCheck", "batch_size", self.batch_size, minimum=1)
-        positive("SeedCheck", "threshold", self.threshold)
+        count("GradNormCheck", "batches", self.batches, minimum=1)
+        count("GradNormCheck", "batch_size", self.batch_size, minimum=1)
+        positive("GradNormCheck", "threshold", self.threshold)
         self.threshold = float(self.threshold)
 
     def passes(self, ctx: Context, probe: Probe) -> bool:
-        norm = seed_check(
+        norm = mean_grad_norm(
             probe, ctx.params(), batches=self.batches, batch_size=self.batch_size, reduce=ctx.reduce
         )
         ctx.counters["grads"] += self.batches

@@ -7,7 +7,7 @@ preset's random-direction control. A variant only chooses defaults: any :class:`
 keyword (a component, ``schedule``, or a flat knob such as ``every=10``) overrides them.
 
 The report's components (``seed``): the gradient norm averaged over 8 fresh batches of 128 below
-1e-3 (:class:`SeedCheck`); the variance-reduced power iteration (E = 2, m = 8, step 0.5, λ = 5,
+1e-3 (:class:`GradNormCheck`); the variance-reduced power iteration (E = 2, m = 8, step 0.5, λ = 5,
 batches of 8; found iff vᵀHv < 0: :class:`VRPower`); θ ← θ − 0.5·sign(⟨g₀, v⟩)·v with g₀ from
 64 samples, no acceptance test (:class:`FixedStep`); momentum untouched.
 
@@ -36,7 +36,7 @@ from typing import Any
 
 from torch import Tensor
 
-from accelopt.optim.check import NoiseCheck, SeedCheck
+from accelopt.optim.check import GradNormCheck, NoiseCheck
 from accelopt.optim.nc import NCEscape
 from accelopt.optim.presets import (
     IMPROVED_ANCM,
@@ -75,7 +75,7 @@ def _seed(base: str, method: str, timing: str) -> dict[str, Any]:
     return {
         "base": base,
         "momentum": MOMENTUM,
-        "check": SeedCheck(),
+        "check": GradNormCheck(),
         "search": VRPower(),
         "step": FixedStep(),
         "schedule": Schedule(every=REPORT_EVERY[method], timing=timing),
@@ -160,7 +160,7 @@ class GOSE(_Preset):
         \end{aligned}
 
     - ``variant="seed"`` (the report): ``K = 16`` on the step index within the epoch (30 checks
-      per MNIST epoch of 469 steps), ``SeedCheck``, ``VRPower``, ``FixedStep`` (α = 0.5, ``g_S``
+      per MNIST epoch of 469 steps), ``GradNormCheck``, ``VRPower``, ``FixedStep`` (α = 0.5, ``g_S``
       from 64 samples), momentum untouched.
     - ``variant="improved"`` (default): ``K = 500``, ``NoiseCheck``, ``Lanczos`` (≤ 10 HVPs on 256
       samples, ``ε_H = 0.2``) verified on 256 fresh samples, ``CarmonStep``

@@ -131,7 +131,7 @@ class NCEscape(Optimizer):
     or Neon2 gradients), ``lambda_min`` (λ of the last direction found, i.e. with
     λ ≤ −ε_H/2; NaN before any), ``lambda_last`` (the last search's estimate, found or not),
     ``time_s`` (all NC work), ``check_time_s``, ``search_time_s``, ``grads`` (extra gradients:
-    seed checks, reference and sign batches, the report's power iteration's HVP batches),
+    gradient-norm checks, reference and sign batches, the report's power iteration's HVP batches),
     ``loss_change`` (sum of ``f_S(after) − f_S(before)`` over NC steps kept under the acceptance
     test), ``unverified`` (directions refused by the schedule's ``verify_batch``), and with the
     schedule's ``heldout_batch``: ``heldout_steps``, ``heldout_down`` (steps that lowered the

@@ -1,7 +1,7 @@
 """The one source of every preset value: the report's (``seed``) and the project's (``improved``).
 
 Torch-free constants, imported by the components whose defaults are the report's values
-(:class:`~accelopt.optim.check.SeedCheck`, :class:`~accelopt.optim.search.VRPower`,
+(:class:`~accelopt.optim.check.GradNormCheck`, :class:`~accelopt.optim.search.VRPower`,
 :class:`~accelopt.optim.step.FixedStep`) and by the named compositions
 (:mod:`accelopt.optim.methods`: ``GOSE``, ``ANCM``, ``Combined``, their variants and the
 random-direction control). The Hydra yamls only select a preset and its variant.
@@ -35,7 +35,7 @@ __all__ = [
 MOMENTUM = 0.9  # every preset's base (heavy ball or Nesterov)
 
 # -- the report's code (variant "seed") --------------------------------------------------------
-# the check: ‖mean of 8 probe gradients of 128 samples‖ < 1e-3 (SeedCheck)
+# the check: ‖mean of 8 probe gradients of 128 samples‖ < 1e-3 (GradNormCheck)
 REPORT_CHECK = {"batches": 8, "batch_size": 128, "threshold": 1e-3}
 # the variance-reduced power iteration: E = 2, m = 8, step 0.5, λ = 5, batches of 8 (VRPower)
 REPORT_POWER = {"outer": 2, "inner": 8, "step": 0.5, "lam": 5.0, "batch": 8}
