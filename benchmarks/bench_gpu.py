@@ -19,9 +19,9 @@ to ``--out``:
    epoch is ``--epoch-steps`` steps, extrapolated to the 469 steps of an epoch (printed as such).
 3. Gradient vs Hessian-vector product (double backward) on the report's CNN, batch 128, both
    memory formats.
-4. The NC presets (GOSE, ANCM, Combined; improved and seed variants) against their base
+4. The NC presets (GOSE, ANCM, Combined; improved and original variants) against their base
    optimizers over ``--nc-steps`` steps of a bare loop (default schedules; probes on the device).
-5. Jobs/hour for a ``seed_mnist``-like sweep (16 jobs: 8 methods x 2 seeds, 6 epochs): one job's
+5. Jobs/hour for a ``original_mnist``-like sweep (16 jobs: 8 methods x 2 seeds, 6 epochs): one job's
    time is estimated from 2-4 (epoch time, eval time, the presets' ratios, the start-up cost of
    the entry point), and the k-jobs-per-GPU factor is *measured*: k worker processes run the
    bare step loop concurrently on the device and their aggregate steps/s is compared with one.
@@ -52,7 +52,16 @@ from accelopt.models import ReportCNN
 ROOT = Path(__file__).resolve().parents[1]
 FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 EPOCH_STEPS = 469  # 60,000 MNIST images at batch 128, last partial batch kept
-SWEEP = ("heavyball", "agd", "gose_seed", "ancm_seed", "combined_seed", "gose", "ancm", "combined")
+SWEEP = (
+    "heavyball",
+    "agd",
+    "gose_original",
+    "ancm_original",
+    "combined_original",
+    "gose",
+    "ancm",
+    "combined",
+)
 
 
 def seeded_cnn(device: torch.device, memory_format: torch.memory_format) -> ReportCNN:
@@ -269,8 +278,8 @@ def nc_ratios(dm: ClassificationDataModule, args: argparse.Namespace) -> dict[st
     base_s = {b: _nc_loop(dm, make, args.nc_steps, args.nc_format) for b, make in bases.items()}
     res: dict[str, Any] = {f"base_s/{b}": s for b, s in base_s.items()}
     for name, (cls, base) in presets.items():
-        for variant in ("improved", "seed"):
-            key = name if variant == "improved" else f"{name}_seed"
+        for variant in ("improved", "original"):
+            key = name if variant == "improved" else f"{name}_original"
             make = functools.partial(cls, lr=0.02, variant=variant)
             try:
                 s = _nc_loop(dm, make, args.nc_steps, args.nc_format)
@@ -316,7 +325,7 @@ def concurrent_rate(args: argparse.Namespace, k: int, tmp: Path) -> float:
 
 
 def sweep_throughput(args: argparse.Namespace, found: dict[str, Any], tmp: Path) -> dict:
-    """Jobs/hour of a 16-job, 6-epoch seed_mnist-like sweep with 1 and k jobs per device."""
+    """Jobs/hour of a 16-job, 6-epoch original_mnist-like sweep with 1 and k jobs per device."""
     nc = found["nc"]
     factors = [1.0 if m in ("heavyball", "agd") else nc.get(m) or 1.0 for m in SWEEP]
     per_epoch = found["epoch"]["epoch_s"] * statistics.mean(factors)
@@ -324,7 +333,7 @@ def sweep_throughput(args: argparse.Namespace, found: dict[str, Any], tmp: Path)
     job_s = found["epoch"]["startup_s"] + 6 * per_epoch
     rate1 = concurrent_rate(args, 1, tmp)
     res: dict[str, Any] = {"job_s": job_s, "mean_method_factor": statistics.mean(factors)}
-    print(f"\n== 5. seed_mnist-like sweep (16 jobs x 6 epochs), one job ~{job_s:.1f} s ==")
+    print(f"\n== 5. original_mnist-like sweep (16 jobs x 6 epochs), one job ~{job_s:.1f} s ==")
     print(f"1 job/device : {3600 / job_s:8.1f} jobs/h (bare loop {rate1:.1f} steps/s)")
     for k in args.k:
         ratek = concurrent_rate(args, k, tmp)

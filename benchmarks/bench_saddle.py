@@ -1,7 +1,7 @@
 """Where negative-curvature escape helps and where it does not: a saddle benchmark (issue 11).
 
 Heavy-ball SGD (``torch.optim.SGD``, momentum 0.9) against the improved GOSE
-(``GOSE(variant="improved")``) and the report's GOSE (``variant="seed"``), all at one shared
+(``GOSE(variant="improved")``) and the report's GOSE (``variant="original"``), all at one shared
 learning rate, on three problems:
 
 (a) ``saddle``: a two-layer linear network (matrix factorisation) from a tiny initialisation,
@@ -56,7 +56,7 @@ import torch
 
 from accelopt.analysis.saddles import SPECS, Spec, run_one, run_repeated
 
-METHODS = ("heavyball", "gose", "gose_seed")
+METHODS = ("heavyball", "gose", "gose_original")
 PROBLEMS = ("saddle", "cnn_small", "cnn_default")
 QUICK_BUDGET = {"saddle": 300, "cnn_small": 40, "cnn_default": 40}
 # Problem (a)'s lr: heavy ball's best on this grid (median steps to the threshold over the pilot
@@ -148,7 +148,7 @@ def write_report(path: Path, command: str, body: str, wall: float) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     header = (
-        "# Saddle benchmark: heavy ball vs GOSE (improved) vs GOSE (seed)\n\n"
+        "# Saddle benchmark: heavy ball vs GOSE (improved) vs GOSE (original)\n\n"
         f"Command: `{command}`  \n"
         f"Date: {now}; wall {wall:.0f} s.  \n"
         f"Machine: 2-core CPU container, shared and noisy (other jobs ran alongside), torch "

@@ -6,7 +6,7 @@ Run (repository root, venv active; about 2-4 minutes on one GPU)::
     python benchmarks/gpu_smoke.py --cpu --steps 3   # no GPU: the same code path on the CPU
 
 1. Every optimizer config (sgd, heavyball, agd, adam, gose, ancm, combined and the report's
-   gose_seed, ancm_seed, combined_seed) trains ``--steps`` steps of one epoch through
+   gose_original, ancm_original, combined_original) trains ``--steps`` steps of one epoch through
    ``accelopt.train.train`` (the Hydra entry point's function, config composed from ``conf/``)
    with ``hardware=gpu`` (``32-true``), then evaluates ``--eval-batches`` batches. NC presets
    are also run with ``optimizer.check=always`` so that their search and NC step run on the GPU
@@ -43,11 +43,11 @@ METHODS = (
     "gose",
     "ancm",
     "combined",
-    "gose_seed",
-    "ancm_seed",
-    "combined_seed",
+    "gose_original",
+    "ancm_original",
+    "combined_original",
 )
-NC_METHODS = ("gose", "ancm", "combined", "gose_seed", "ancm_seed", "combined_seed")
+NC_METHODS = ("gose", "ancm", "combined", "gose_original", "ancm_original", "combined_original")
 
 
 def run_methods(args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:

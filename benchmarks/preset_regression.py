@@ -51,7 +51,7 @@ def _no_mkldnn(name: str) -> dict[str, Any]:
 
 def _changed(name: str) -> dict[str, Any]:
     """A real change: the NC step's cap 0.5 → 0.45 (CarmonStep.max_length / FixedStep.length)."""
-    if name.endswith("_seed"):
+    if name.endswith("_original"):
         return reg.run_preset(name, step=optim.FixedStep(length=0.45))
     return reg.run_preset(name, step=optim.CarmonStep(max_length=0.45))
 

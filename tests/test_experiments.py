@@ -11,17 +11,17 @@ from .conftest import CONF_DIR, compose_cfg
 METHODS = [
     "heavyball",
     "agd",
-    "gose_seed",
-    "ancm_seed",
-    "combined_seed",
+    "gose_original",
+    "ancm_original",
+    "combined_original",
     "gose",
     "ancm",
     "combined",
 ]
 EXPECTED = {
     # name: (dataset, lr values, seeds)
-    "seed_mnist": ("mnist", [0.02], [1, 2]),
-    "seed_cifar10": ("cifar10", [0.03], [1, 2, 3]),
+    "original_mnist": ("mnist", [0.02], [1, 2]),
+    "original_cifar10": ("cifar10", [0.03], [1, 2, 3]),
     "lr_robustness_mnist": ("mnist", [0.2, 0.02, 0.002, 0.0002], [1, 2]),
     "lr_robustness_cifar10": ("cifar10", [0.3, 0.03, 0.003, 0.0003], [1, 2, 3]),
 }

@@ -66,7 +66,7 @@ def test_every_config_group_option_is_a_registered_component() -> None:
 def test_flat_knobs_go_to_the_component_that_has_them() -> None:
     opt = GOSE(
         [nn.Parameter(torch.zeros(3))],
-        variant="seed",
+        variant="original",
         every=7,
         threshold=1e9,
         outer=3,

@@ -37,11 +37,11 @@ from .conftest import FAST, run_cli
 
 PRESETS = {
     "gose": (GOSE, "improved"),
-    "gose_seed": (GOSE, "seed"),
+    "gose_original": (GOSE, "original"),
     "ancm": (ANCM, "improved"),
-    "ancm_seed": (ANCM, "seed"),
+    "ancm_original": (ANCM, "original"),
     "combined": (Combined, "improved"),
-    "combined_seed": (Combined, "seed"),
+    "combined_original": (Combined, "original"),
 }
 
 
@@ -159,8 +159,10 @@ def test_check_and_step_groups_replace_their_components(
     assert c["grads"] == 3 * 8 + 3 + c["steps"]  # + the Lanczos reference batches
 
 
-def test_seed_preset_with_the_noise_check(make_cfg: Callable[..., DictConfig]) -> None:
-    opt, _ = run(instantiate(make_cfg("optimizer=gose_seed", "optimizer/check=noise").optimizer))
+def test_original_preset_with_the_noise_check(make_cfg: Callable[..., DictConfig]) -> None:
+    opt, _ = run(
+        instantiate(make_cfg("optimizer=gose_original", "optimizer/check=noise").optimizer)
+    )
     assert isinstance(opt.check, NoiseCheck) and isinstance(opt.search, VRPower)
     assert opt.counters["grads"] == 0  # the noise check is free, and at step 0 it cannot fire
 
@@ -172,7 +174,7 @@ def test_hvp_method_key_reaches_the_search(make_cfg: Callable[..., DictConfig]) 
 
 
 def test_string_check_slot_and_plain_optimizers(make_cfg: Callable[..., DictConfig]) -> None:
-    opt = instantiate(make_cfg("optimizer=ancm_seed", "optimizer.check=always").optimizer)(
+    opt = instantiate(make_cfg("optimizer=ancm_original", "optimizer.check=always").optimizer)(
         tiny().parameters()
     )
     assert isinstance(opt.check, Always) and opt.schedule.every == 1

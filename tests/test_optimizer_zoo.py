@@ -35,9 +35,9 @@ OPTIMIZERS = [
     "gose",
     "ancm",
     "combined",
-    "gose_seed",
-    "ancm_seed",
-    "combined_seed",
+    "gose_original",
+    "ancm_original",
+    "combined_original",
 ]
 STEPS = 14  # one synthetic epoch of 14 batches
 PROTOCOL = {"adahessian": "graph", "sophiah": "graph"}

@@ -99,7 +99,7 @@ def test_rounding_passes_the_tolerance_but_not_bit_identity(runs: dict[str, dict
     [
         ("gose", {"step": optim.CarmonStep(max_length=0.45)}),  # the NC step's cap 0.5 -> 0.45
         ("combined", {"step": optim.CarmonStep(max_length=0.45)}),
-        ("ancm_seed", {"step": optim.FixedStep(length=0.45)}),
+        ("ancm_original", {"step": optim.FixedStep(length=0.45)}),
     ],
 )
 def test_a_real_change_fails_the_tolerant_comparison(
@@ -129,5 +129,5 @@ def test_preset_agrees_with_the_single_class_optimizer(name: str, runs: dict[str
         assert reg.counter_agrees(
             "lambda_min", before["lambda_min"], new["lambda_min"], exact=exact
         )
-    power = name.endswith("_seed")
+    power = name.endswith("_original")
     assert new["grads"] - before["grads"] == (POWER_GRADS * new["searches"] if power else 0)

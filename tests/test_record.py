@@ -30,12 +30,12 @@ V1 = {
     "status": "completed",
     "error": None,
     "stopped_at_step": 2814,
-    "method": "gose_seed",
+    "method": "gose_original",
     "dataset": "mnist",
     "lr": 0.02,
     "seed": 1,
-    "config_groups": {"optimizer": "gose_seed", "dataset": "mnist", "model": "cnn"},
-    "overrides": ["optimizer=gose_seed", "seed=1"],
+    "config_groups": {"optimizer": "gose_original", "dataset": "mnist", "model": "cnn"},
+    "overrides": ["optimizer=gose_original", "seed=1"],
     "config": {"seed": 1, "optimizer": {"lr": 0.02}},
     "output_dir": "/abs/path/of/the/run",
     "epochs": [
@@ -117,7 +117,7 @@ def test_v1_record_loads(tmp_path: Path) -> None:
     (tmp_path / RECORD_NAME).write_text(json.dumps(V1))
     rec = RunRecord.read(tmp_path / RECORD_NAME)
     assert (rec.method, rec.dataset, rec.lr, rec.seed, rec.status) == (
-        "gose_seed",
+        "gose_original",
         "mnist",
         0.02,
         1,

@@ -142,11 +142,11 @@ def write_record(
 def make_sweep(root: Path) -> Path:
     """2 methods × 2 seeds at lr 0.02, plus one job at lr 0.2 that diverged."""
     job = 0
-    for method in ("heavyball", "gose_seed"):
+    for method in ("heavyball", "gose_original"):
         for seed in (1, 2):
             write_record(root / str(job), method=method, seed=seed)
             job += 1
-    write_record(root / str(job), method="gose_seed", seed=1, lr=0.2, status="diverged")
+    write_record(root / str(job), method="gose_original", seed=1, lr=0.2, status="diverged")
     return root
 
 
@@ -266,7 +266,7 @@ def check_report(root: Path) -> str:
     got_acc = table_rows(section(lr_sec, "#### Final test accuracy"))
     got_sec = table_rows(section(lr_sec, "#### Seconds per epoch (training only)"))
     got_nc = table_rows(section(lr_sec, "#### NC counters (mean per completed run)"))
-    for method in ("heavyball", "gose_seed"):
+    for method in ("heavyball", "gose_original"):
         assert got_acc[method] == exp["acc"][method]
         assert got_sec[method] == exp["sec"][method]
         assert got_nc[method] == exp["nc"][method]
@@ -274,11 +274,11 @@ def check_report(root: Path) -> str:
     # learning-rate robustness: the diverged cell is marked, the good ones carry the accuracy
     rob = table_rows(section(md, "### Learning-rate robustness"))
     assert rob["method"] == ["lr 0.2", "lr 0.02"]
-    assert rob["gose_seed"] == ["diverged (1/1)", exp["acc"]["gose_seed"][1]]
+    assert rob["gose_original"] == ["diverged (1/1)", exp["acc"]["gose_original"][1]]
     assert rob["heavyball"] == ["—", exp["acc"]["heavyball"][1]]
     # the diverged job is listed, with where it stopped
     jobs = table_rows(section(md, "## Jobs not completed"))
-    assert jobs["4"][:5] == ["mnist", "gose_seed", "0.2", "1", "diverged"]
+    assert jobs["4"][:5] == ["mnist", "gose_original", "0.2", "1", "diverged"]
     assert jobs["4"][5] == "2"
     assert "1 diverged" in md and "4 completed" in md
     return md
@@ -398,10 +398,10 @@ def test_partial_sweep_skip_bad_reports_everything(
     root = tmp_path / "sweep"
     make_sweep(root / "mnist")
     write_record(root / "cifar10" / "0", method="heavyball", seed=1, dataset="cifar10", lr=0.03)
-    write_record(root / "cifar10" / "1", method="ancm_seed", seed=1, dataset="cifar10", lr=0.03)
+    write_record(root / "cifar10" / "1", method="ancm_original", seed=1, dataset="cifar10", lr=0.03)
     write_record(
         root / "cifar10" / "2",
-        method="ancm_seed",
+        method="ancm_original",
         seed=2,
         dataset="cifar10",
         lr=0.03,
@@ -428,7 +428,7 @@ def test_partial_sweep_skip_bad_reports_everything(
     assert jobs["cifar10/4/metrics.json"][4] == "unreadable metrics.json"
     assert jobs["cifar10/5"][4] == "incomplete (not finished)"
     rob = table_rows(section(section(md, "## cifar10"), "### Learning-rate robustness"))
-    assert rob["ancm_seed"][0].endswith("· failed (1/2)")
+    assert rob["ancm_original"][0].endswith("· failed (1/2)")
     for name in ("train_loss", "test_acc", "test_acc_zoom"):
         assert_png(root / f"{name}_cifar10_lr0.03.png")
         assert_png(root / f"{name}_mnist_lr0.02.png")
@@ -454,11 +454,11 @@ def test_python_api(tmp_path: Path) -> None:
     sweep = report.load_runs(root)
     assert len(sweep.runs) == 5 and not sweep.unreadable and not sweep.incomplete
     summary = report.summarise(sweep)
-    g = summary.groups[("mnist", "gose_seed", 0.02)]
+    g = summary.groups[("mnist", "gose_original", 0.02)]
     assert [r.seed for r in g.completed] == [1, 2]
     assert g.loss is not None and g.loss.n == 2 and len(g.loss.x) == 15
     assert g.acc is not None and list(g.acc.x) == [1, 2, 3]
-    assert summary.groups[("mnist", "gose_seed", 0.2)].count("diverged") == 1
+    assert summary.groups[("mnist", "gose_original", 0.2)].count("diverged") == 1
     figs = report.make_figures(summary)
     assert sorted(figs) == sorted(EXPECTED_FIGURES)
     assert "# Sweep report" in report.render_markdown(summary, figs)

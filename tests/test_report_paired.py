@@ -33,7 +33,7 @@ def paired_sweep(root: Path) -> Path:
     accs = {
         "heavyball": [0.90, 0.91, 0.92],  # + seed 5 diverged
         "gose": [0.95, 0.97, 0.96],  # + seed 4 (no heavyball run), seed 5 (heavyball diverged)
-        "gose_seed": [0.905, 0.915, 0.93],  # same sign, mean below the seed spread
+        "gose_original": [0.905, 0.915, 0.93],  # same sign, mean below the seed spread
         "agd": [0.95, 0.96, 0.97],
         "ancm": [0.90, 0.92, 0.91],  # all lower
         "combined": [0.96, 0.95, 0.99],  # range includes 0
@@ -44,8 +44,8 @@ def paired_sweep(root: Path) -> Path:
     run(root, "heavyball5", "heavyball", 5, status="diverged")
     run(root, "gose4", "gose", 4, 0.96)
     run(root, "gose5", "gose", 5, 0.99)
-    run(root, "ancm_seed1", "ancm_seed", 1, 0.97)  # a single pair
-    run(root, "combined_seed4", "combined_seed", 4, 0.90)  # no agd seed 4: no pair at all
+    run(root, "ancm_original1", "ancm_original", 1, 0.97)  # a single pair
+    run(root, "combined_original4", "combined_original", 4, 0.90)  # no agd seed 4: no pair at all
     return root
 
 
@@ -55,14 +55,21 @@ EXPECTED_ROWS = {
     # 0.95, 0.97, 0.96, 0.96, 0.99 = 0.0152) < 0.05 → higher; seeds 4 and 5 not paired
     "gose": ["heavyball", "3", "0.0500 ± 0.0100", "[0.0400, 0.0600]", "3/3", "higher"],
     # +0.005, +0.005, +0.01: mean 0.0067 ≤ spread max(0.01, std 0.905/0.915/0.93 = 0.0126)
-    "gose_seed": ["heavyball", "3", "0.0067 ± 0.0029", "[0.0050, 0.0100]", "3/3", "within noise"],
+    "gose_original": [
+        "heavyball",
+        "3",
+        "0.0067 ± 0.0029",
+        "[0.0050, 0.0100]",
+        "3/3",
+        "within noise",
+    ],
     # -0.05, -0.04, -0.06
     "ancm": ["agd", "3", "-0.0500 ± 0.0100", "[-0.0600, -0.0400]", "0/3", "lower"],
     # +0.01, -0.01, +0.02: the range includes 0
     "combined": ["agd", "3", "0.0067 ± 0.0153", "[-0.0100, 0.0200]", "2/3", "within noise"],
     # 0.97 - 0.95: one pair, no std
-    "ancm_seed": ["agd", "1", "0.0200", "[0.0200, 0.0200]", "1/1", "within noise"],
-    "combined_seed": ["agd", "0", "—", "—", "0/0", "no pairs"],
+    "ancm_original": ["agd", "1", "0.0200", "[0.0200, 0.0200]", "1/1", "within noise"],
+    "combined_original": ["agd", "0", "—", "—", "0/0", "no pairs"],
 }
 
 
@@ -78,9 +85,16 @@ def test_paired_numbers_and_verdicts(tmp_path: Path) -> None:
     assert (gose.diff.min, gose.diff.max) == (pytest.approx(0.04), pytest.approx(0.06))
     assert gose.spread == pytest.approx(float(np.std([0.95, 0.97, 0.96, 0.96, 0.99], ddof=1)))
     assert (gose.better, gose.verdict) == (3, "higher")
-    assert pairs["gose_seed"].spread == pytest.approx(float(np.std([0.905, 0.915, 0.93], ddof=1)))
+    assert pairs["gose_original"].spread == pytest.approx(
+        float(np.std([0.905, 0.915, 0.93], ddof=1))
+    )
     assert {m: p.verdict for m, p in pairs.items()} == {m: r[-1] for m, r in EXPECTED_ROWS.items()}
-    assert pairs["combined_seed"].diff is None and pairs["combined_seed"].unpaired == (1, 2, 3, 4)
+    assert pairs["combined_original"].diff is None and pairs["combined_original"].unpaired == (
+        1,
+        2,
+        3,
+        4,
+    )
     # the same from the groups alone, and with other bases
     assert [p.method for p in report.paired(summary.groups)] == [p.method for p in pairs.values()]
     assert [p.base for p in report.paired(summary, {"gose": "agd"})] == ["agd"]

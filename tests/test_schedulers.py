@@ -175,7 +175,7 @@ RESUMES = {
     "heavyball_warmup_cosine": ["optimizer=heavyball", "scheduler=warmup_cosine"],
     "adamw_step": ["optimizer=adamw", "scheduler=step", "scheduler.milestones=[1]"],
     "adamw_schedulefree_linear": ["optimizer=adamw_schedulefree", "scheduler=linear"],
-    "gose_seed_cosine": ["optimizer=gose_seed", "scheduler=cosine"],
+    "gose_original_cosine": ["optimizer=gose_original", "scheduler=cosine"],
 }
 
 

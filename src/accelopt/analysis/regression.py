@@ -1,9 +1,9 @@
 """The NC presets' regression run, the platform fingerprint and the comparisons with a reference.
 
-Each preset (``gose``, ``ancm``, ``combined`` and their ``*_seed`` variants) trains a small conv
+Each preset (``gose``, ``ancm``, ``combined`` and their ``*_original`` variants) trains a small conv
 net (float32, CPU, one thread, fixed seeds) on synthetic data for ``STEPS`` steps through the
 public factory API (``GOSE(params, lr=..., variant=...)`` plus overrides), with a ``probe(n)``
-that draws from its own seeded generator. ``every`` is lowered to 10 and, for the seed presets,
+that draws from its own seeded generator. ``every`` is lowered to 10 and, for the original presets,
 the report's check is forced to pass (threshold 1e9) so that searches and NC steps really happen.
 Losses and counters are stored as ``float.hex`` strings (exact); time counters are skipped.
 
@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 import accelopt.optim as optim
 
-PRESETS = ("gose", "ancm", "combined", "gose_seed", "ancm_seed", "combined_seed")
+PRESETS = ("gose", "ancm", "combined", "gose_original", "ancm_original", "combined_original")
 STEPS = 80
 N_SAMPLES, BATCH, LR = 512, 32, 0.05
 TIME_KEYS = ("time_s", "check_time_s", "search_time_s")
@@ -133,9 +133,9 @@ FIRST_SCHEDULE: dict[str, dict[str, Any]] = {
 
 
 def overrides(name: str) -> dict[str, Any]:
-    """``every=10``, the improved presets' first components, the seed presets' check forced on."""
+    """``every=10``, the improved presets' first components, the original presets' check on."""
     method, _, variant = name.partition("_")
-    if variant == "seed":
+    if variant == "original":
         return {"every": 10, "check": optim.GradNormCheck(threshold=1e9)}
     schedule = optim.Schedule(every=10, **FIRST_SCHEDULE[method])
     return {"search": optim.Lanczos(), "step": optim.CarmonStep(), "schedule": schedule}

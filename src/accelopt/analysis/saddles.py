@@ -203,12 +203,12 @@ def make_problem(name: str, seed: int, heldout_seed: int = HELDOUT_SEED) -> Any:
 def make_optimizer(
     method: str, params: list[Tensor], spec: Spec, current_defaults: bool = False
 ) -> torch.optim.Optimizer:
-    """Heavy ball, or GOSE (improved / seed) plus ``spec.knobs``; the improved GOSE as it was in
+    """Heavy ball, or GOSE (improved / original) plus ``spec.knobs``; the improved GOSE as it was in
     the published run (:func:`first_improved`), or at its present defaults (``current_defaults``).
     """
     if method == "heavyball":
         return torch.optim.SGD(params, lr=spec.lr, momentum=0.9)
-    variant = "seed" if method == "gose_seed" else "improved"
+    variant = "original" if method == "gose_original" else "improved"
     knobs = dict(first_improved()) if variant == "improved" and not current_defaults else {}
     knobs.update(spec.knobs.get(method, {}))
     return GOSE(params, lr=spec.lr, variant=variant, **knobs)

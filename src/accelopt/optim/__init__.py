@@ -2,7 +2,7 @@
 
 Torch only. ``from accelopt.optim import GOSE`` and use it in a plain loop::
 
-    opt = GOSE(model.parameters(), lr=0.02)                 # or variant="seed": the report's
+    opt = GOSE(model.parameters(), lr=0.02)                 # or variant="original": the report's
     for x, y in loader:
         loss = opt.step(lambda: loss_fn(model(x), y), probe=probe)
 

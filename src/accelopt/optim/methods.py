@@ -1,12 +1,12 @@
 """GOSE, ANCM and Combined: named compositions of :class:`accelopt.optim.NCEscape`.
 
 Each has three variants, all with their values from :mod:`accelopt.optim.presets` (the one
-source): ``variant="improved"`` (the default) is the project's method; ``variant="seed"``
+source): ``variant="improved"`` (the default) is the project's method; ``variant="original"``
 reproduces the code of the 2019 study, quirks included; ``variant="random"`` is the improved
 preset's random-direction control. A variant only chooses defaults: any :class:`NCEscape`
 keyword (a component, ``schedule``, or a flat knob such as ``every=10``) overrides them.
 
-The report's components (``seed``): the gradient norm averaged over 8 fresh batches of 128 below
+The report's components (``original``): the gradient norm averaged over 8 fresh batches of 128 below
 1e-3 (:class:`GradNormCheck`); the variance-reduced power iteration (E = 2, m = 8, step 0.5, λ = 5,
 batches of 8; found iff vᵀHv < 0: :class:`VRPower`); θ ← θ − 0.5·sign(⟨g₀, v⟩)·v with g₀ from
 64 samples, no acceptance test (:class:`FixedStep`); momentum untouched.
@@ -53,7 +53,7 @@ from accelopt.optim.step import CarmonStep, FixedStep
 
 __all__ = ["ANCM", "GOSE", "VARIANTS", "Combined"]
 
-VARIANTS = ("improved", "seed", "random")
+VARIANTS = ("improved", "original", "random")
 # keywords for which None means "the variant's value" (the Hydra yamls' override slots)
 SLOTS = (
     "check",
@@ -71,7 +71,7 @@ OFF_AT_ZERO = ("verify_batch", "heldout_batch")
 Table = dict[str, Callable[[], dict[str, Any]]]
 
 
-def _seed(base: str, method: str, timing: str) -> dict[str, Any]:
+def _original(base: str, method: str, timing: str) -> dict[str, Any]:
     return {
         "base": base,
         "momentum": MOMENTUM,
@@ -113,7 +113,7 @@ def _random(base: str, timing: str, **schedule: Any) -> dict[str, Any]:
 
 def _table(base: str, method: str, timing: str, **schedule: Any) -> Table:
     return {
-        "seed": lambda: _seed(base, method, timing),
+        "original": lambda: _original(base, method, timing),
         "improved": lambda: _improved(base, timing, **schedule),
         "random": lambda: _random(base, timing, **schedule),
     }
@@ -159,7 +159,7 @@ class GOSE(_Preset):
                 v\rangle)\, v \ \text{ if } \lambda \le -\epsilon_H/2
         \end{aligned}
 
-    - ``variant="seed"`` (the report): ``K = 16`` on the step index within the epoch (30 checks
+    - ``variant="original"`` (the report): ``K = 16`` on the step index within the epoch (30 checks
       per MNIST epoch of 469 steps), ``GradNormCheck``, ``VRPower``, ``FixedStep`` (α = 0.5, ``g_S``
       from 64 samples), momentum untouched.
     - ``variant="improved"`` (default): ``K = 500``, ``NoiseCheck``, ``Lanczos`` (≤ 10 HVPs on 256
@@ -215,7 +215,7 @@ class ANCM(_Preset):
       accuracy: with the first value ε_H/4 = 0.05, which convexifies down to −ε_H/2, the pull
       towards θ̂ cost 0.5 validation points against Nesterov on MNIST in 2 of 2 seeds, with 0.01
       0.1–0.4). While the check does not fire there is no anchor and the update is plain Nesterov.
-    - ``variant="seed"`` (the report): the seed check before *every* step (``K = 1``),
+    - ``variant="original"`` (the report): the gradient-norm check before *every* step (``K = 1``),
       ``VRPower``, ``FixedStep``, no proximal term.
     """
 

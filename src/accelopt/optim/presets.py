@@ -1,4 +1,4 @@
-"""The one source of every preset value: the report's (``seed``) and the project's (``improved``).
+"""The one source of every preset value: the report's (``original``) and ours (``improved``).
 
 Torch-free constants, imported by the components whose defaults are the report's values
 (:class:`~accelopt.optim.check.GradNormCheck`, :class:`~accelopt.optim.search.VRPower`,
@@ -34,7 +34,7 @@ __all__ = [
 
 MOMENTUM = 0.9  # every preset's base (heavy ball or Nesterov)
 
-# -- the report's code (variant "seed") --------------------------------------------------------
+# -- the report's code (variant "original") ----------------------------------------------------
 # the check: ‖mean of 8 probe gradients of 128 samples‖ < 1e-3 (GradNormCheck)
 REPORT_CHECK = {"batches": 8, "batch_size": 128, "threshold": 1e-3}
 # the variance-reduced power iteration: E = 2, m = 8, step 0.5, λ = 5, batches of 8 (VRPower)

@@ -56,7 +56,7 @@ infinitely slow: "not reached" once half missed it), [min, max] over the runs th
 the median CPU seconds, and the ratio to the base's seconds seed by seed (median [min, max]).
 
 Paired comparison (:func:`paired`). Each method is compared with its base (:data:`DEFAULT_BASES`:
-gose, gose_seed → heavyball; ancm, ancm_seed, combined, combined_seed → agd; ``--pair
+gose, gose_original → heavyball; ancm, ancm_original, combined, combined_original → agd; ``--pair
 METHOD=BASE`` replaces a method's base, repeatable) at the same (dataset, lr), seed by seed: only
 seeds where both methods' runs completed (a seed with several completed runs in a group is left
 out), the others are listed below the table. Shown per pair: n pairs, the mean difference

@@ -36,14 +36,14 @@ DEFAULT_BASELINE = "heavyball"
 # the method each method is compared with, seed by seed (config-group names, as in the records)
 DEFAULT_BASES = {
     "gose": "heavyball",
-    "gose_seed": "heavyball",
+    "gose_original": "heavyball",
     "gose_random": "heavyball",
     "combined_random": "agd",
     "ancm_random": "agd",
     "ancm": "agd",
-    "ancm_seed": "agd",
+    "ancm_original": "agd",
     "combined": "agd",
-    "combined_seed": "agd",
+    "combined_original": "agd",
 }
 
 
