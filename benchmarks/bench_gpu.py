@@ -235,7 +235,7 @@ def hvp_ratio(dm: ClassificationDataModule, reps: int) -> dict[str, float]:
 # -- 4. NC presets vs their bases ----------------------------------------------------------------
 def _nc_loop(dm: ClassificationDataModule, make: Callable, steps: int, fmt: str) -> float:
     """Seconds for ``steps`` bare-loop steps of the optimizer ``make(params)``."""
-    from accelopt.models.module import needs_hvp
+    from accelopt.optim_protocol import uses_closure
 
     device, mf = dm.device, FORMATS[fmt]
     model = seeded_cnn(device, mf)
@@ -255,7 +255,7 @@ def _nc_loop(dm: ClassificationDataModule, make: Callable, steps: int, fmt: str)
     for k in range(steps):
         idx = next(batches)
         closure = closure_of(x[idx], y[idx])
-        if needs_hvp(opt):
+        if uses_closure(opt):
             opt.step(closure, probe=probe, batch_idx=k)
         else:
             opt.zero_grad(set_to_none=True)

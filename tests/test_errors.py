@@ -77,7 +77,7 @@ def test_half_precision_refused_for_nc_optimizers(make_cfg):
     import torch
 
     class FakeNC(torch.optim.SGD):
-        needs_hvp = True
+        uses_closure = True
 
     cfg = make_cfg("hardware.precision=16-mixed")
     cfg.optimizer._target_ = f"{__name__}.FakeNCOptimizer"

@@ -17,7 +17,6 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from accelopt.config import ConfigError, check_config
-from accelopt.models.module import needs_hvp
 from accelopt.optim import (
     ANCM,
     GOSE,
@@ -32,6 +31,7 @@ from accelopt.optim import (
     RandomDirection,
     VRPower,
 )
+from accelopt.optim_protocol import uses_closure
 
 from .conftest import FAST, run_cli
 
@@ -78,7 +78,7 @@ def test_preset_config_builds_the_python_preset(
     cls, variant = PRESETS[name]
     cfg = make_cfg(f"optimizer={name}", "seed=5", "optimizer.every=2", "optimizer.check=always")
     factory = instantiate(cfg.optimizer)
-    assert needs_hvp(factory) and cfg.optimizer.lr == 0.02
+    assert uses_closure(factory) and cfg.optimizer.lr == 0.02
     opt, losses = run(factory)
     ref, ref_losses = run(
         lambda p: cls(p, lr=0.02, variant=variant, seed=5, every=2, check="always")
@@ -179,7 +179,7 @@ def test_string_check_slot_and_plain_optimizers(make_cfg: Callable[..., DictConf
     )
     assert isinstance(opt.check, Always) and opt.schedule.every == 1
     sgd = instantiate(make_cfg("optimizer=heavyball").optimizer)(tiny().parameters())
-    assert type(sgd) is torch.optim.SGD and not needs_hvp(sgd)
+    assert type(sgd) is torch.optim.SGD and not uses_closure(sgd)
 
 
 @pytest.mark.parametrize(

@@ -289,7 +289,7 @@ def test_param_groups_are_the_base_optimizers() -> None:
     opt.step(closure_on(model, *src.batch(8)), probe=probe_for(model, src))
     sched.step()
     assert opt.base.param_groups[0]["lr"] == pytest.approx(0.05)
-    assert GOSE.needs_hvp and ANCM.needs_hvp and Combined.needs_hvp
+    assert GOSE.uses_closure and ANCM.uses_closure and Combined.uses_closure
 
 
 def test_no_graph_left_in_grad_and_loss_returned() -> None:

@@ -14,8 +14,8 @@ from accelopt.errors import ConfigError
 from accelopt.optim_protocol import (
     check_clip,
     check_protocol,
-    needs_hvp,
     optimizer_factory,
+    uses_closure,
 )
 from accelopt.schedules import check_scheduler
 
@@ -196,7 +196,7 @@ def _check_hardware(cfg: DictConfig, factory: object) -> None:
             "(or 32, 64, 16, bf16)."
         )
     precision = cfg.hardware.precision
-    if needs_hvp(factory) and precision in HALF_PRECISIONS:
+    if uses_closure(factory) and precision in HALF_PRECISIONS:
         raise ConfigError(
             f"hardware.precision={precision!r} cannot be used with optimizer "
             f"{cfg.optimizer._target_}: NC optimizers call their loss closure several times per "

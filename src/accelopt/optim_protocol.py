@@ -3,7 +3,7 @@
 One place decides, for any optimizer, what :class:`~accelopt.models.module.ClassifierModule`
 does around its ``step`` (docs/optimizers.md, "Bring your own optimizer"):
 
-- ``nc``: the class has ``needs_hvp = True`` → ``opt.step(closure, probe=..., batch_idx=...)``.
+- ``nc``: the class has ``uses_closure = True`` → ``opt.step(closure, probe=..., batch_idx=...)``.
 - ``schedule_free``: the optimizer has callable ``train()`` and ``eval()`` (the
   ``schedulefree`` package) → plain stepping, plus ``eval()`` around evaluation.
 - ``graph``: declared with ``protocol: graph`` in the optimizer's yaml (second-order methods
@@ -35,7 +35,7 @@ __all__ = [
     "clip_settings",
     "constructor_cfg",
     "method_label",
-    "needs_hvp",
+    "uses_closure",
     "optimizer_factory",
     "protocol_of",
     "trainer_kwargs",
@@ -49,10 +49,10 @@ CLIP_ALGORITHMS = ("norm", "value")
 OPTIMIZER_CONF = Path(CONFIG_DIR) / "optimizer"
 
 
-def needs_hvp(optimizer: object) -> bool:
+def uses_closure(optimizer: object) -> bool:
     """Whether an optimizer (or a partial / class that builds one) uses the closure protocol."""
     target = getattr(optimizer, "func", optimizer)  # functools.partial from Hydra's _partial_
-    return bool(getattr(target, "needs_hvp", False))
+    return bool(getattr(target, "uses_closure", False))
 
 
 def is_schedule_free(optimizer: object) -> bool:
@@ -64,7 +64,7 @@ def is_schedule_free(optimizer: object) -> bool:
 
 def protocol_of(optimizer: object, declared: str | None = None) -> str:
     """The protocol the module uses for a built ``optimizer`` (``declared``: the yaml's key)."""
-    if needs_hvp(optimizer):
+    if uses_closure(optimizer):
         return "nc"
     if declared == "graph":
         return "graph"

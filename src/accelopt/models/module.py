@@ -1,7 +1,7 @@
 """The LightningModule: classification in manual optimization with the closure protocol.
 
 Plain optimizers (torch's SGD, Nesterov SGD, Adam, ...) are stepped the usual manual way. An
-NC-capable optimizer (class attribute ``needs_hvp = True``) is stepped as
+NC-capable optimizer (class attribute ``uses_closure = True``) is stepped as
 ``opt.step(closure, probe=probe, batch_idx=batch_idx)``: ``closure()`` returns the minibatch loss
 with its graph (it never calls ``backward``), ``probe(n)`` a loss closure over ``n`` fresh training samples
 supplied by the data module. The optimizer differentiates them itself. Second-order optimizers
@@ -46,7 +46,6 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from accelopt.curvature.buffers import call_keeping_buffers
 from accelopt.optim_protocol import CLIP_ALGORITHMS, protocol_of
-from accelopt.optim_protocol import needs_hvp as needs_hvp  # re-exported (older imports)
 from accelopt.schedules import build_scheduler
 
 LossClosure = Callable[[], Tensor]

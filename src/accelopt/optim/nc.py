@@ -144,7 +144,7 @@ class NCEscape(Optimizer):
     ``state_dict()["nc"]["log"]``.
     """
 
-    needs_hvp = True
+    uses_closure = True  # step(closure, probe=..., batch_idx=...): accelopt.optim_protocol
 
     def __init__(
         self,
