@@ -131,8 +131,8 @@ def _inner_loop(
     step: float,
     lam: float,
 ) -> tuple[Tensor | None, float, int]:
-    """The m variance-reduced updates of one round, each on a fresh batch (2 HVPs):
-    ``(y, Σ_b yᵀH_b y, batches used)``, ``y`` ``None`` as soon as an iterate cannot be normalised."""
+    """The m variance-reduced updates of one round, each on a fresh batch (2 HVPs): ``(y,
+    Σ_b yᵀH_b y, batches used)``, ``y`` ``None`` as soon as an iterate cannot be normalised."""
     acc = 0.0
     for used in range(1, inner + 1):
         op = hessian()
