@@ -52,16 +52,8 @@ from accelopt.models import ReportCNN
 ROOT = Path(__file__).resolve().parents[1]
 FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 EPOCH_STEPS = 469  # 60,000 MNIST images at batch 128, last partial batch kept
-SWEEP = (
-    "heavyball",
-    "agd",
-    "gose_original",
-    "ancm_original",
-    "combined_original",
-    "gose",
-    "ancm",
-    "combined",
-)
+NC_PRESETS = ("gose", "ancm", "combined")
+SWEEP = ("heavyball", "agd", *(f"{p}_original" for p in NC_PRESETS), *NC_PRESETS)  # original_mnist
 
 
 def seeded_cnn(device: torch.device, memory_format: torch.memory_format) -> ReportCNN:
