@@ -376,3 +376,20 @@ def test_searches_with_frozen_parameters():
     sres = vr_power(lambda n: closure, params, outer=1, inner=2)
     assert math.isfinite(sres.lam)
     assert torch.equal(params[0], frozen)
+
+
+@pytest.mark.parametrize(("rayleigh", "hvps"), [("hvp", 1), ("fd", 0)])
+def test_neon2_counts_gradients_as_gradients(rayleigh: str, hvps: int):
+    """Neon2 is first-order: its walk's gradients are ``grads``; only the ``rayleigh="hvp"``
+    estimate is an HVP; a walk that never reaches the radius spends the whole budget."""
+    _, params, closure, _ = conv_problem(3)
+    res = neon2(
+        closure,
+        params,
+        max_grads=10,
+        rayleigh=rayleigh,
+        radius=1e9,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert res.hvps == hvps and res.iters == 10 - 1 - (hvps + 1)
+    assert res.grads + res.hvps == 10  # g₀, the walk, the estimate's gradient (+ its HVP)

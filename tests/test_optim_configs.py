@@ -136,7 +136,9 @@ def test_search_group_replaces_the_search(make_cfg: Callable[..., DictConfig]) -
         )
     )
     assert tuned.search.max_grads == 8
-    assert tuned.counters["hvps"] <= 8 * tuned.counters["searches"] < neon2.counters["hvps"]
+    # a Neon2 search is first-order: its one HVP is the curvature estimate of its direction
+    assert tuned.counters["hvps"] == tuned.counters["searches"] > 0
+    assert neon2.counters["hvps"] == neon2.counters["searches"] > 0
 
 
 def test_check_and_step_groups_replace_their_components(

@@ -34,14 +34,15 @@ class SearchResult:
 
     ``lam``: Rayleigh quotient ``vᵀHv`` of the returned direction (of the best candidate if none
     was found; NaN if there is none). ``direction``: unit flat vector, or ``None`` ("none found").
-    ``hvps``: Hessian-vector products spent (``neon2``: gradient evaluations plus the products
-    of its curvature estimate). ``lam_max``: largest Ritz value (``lanczos`` only, a lower bound of
+    ``hvps``: Hessian-vector products spent (``neon2``: the one of its ``rayleigh="hvp"``
+    curvature estimate, or none). ``lam_max``: largest Ritz value (``lanczos`` only, a lower bound of
     λ_max). ``residual``: ``‖H v − lam v‖`` estimate (``lanczos`` only). ``iters``: iterations.
     ``history``: smallest Ritz value after each product (``lanczos(record=True)`` only).
     ``candidate``: the unit vector behind ``lam`` even when nothing was found (for warm starts
     and diagnostics; ``None`` only if there is no vector). ``grads``: gradients computed besides
-    the products (``vr_power``: the first-order graph of each HVP batch; 0 for the others,
-    whose gradients are counted in ``hvps`` or by the caller that built the operator).
+    the products (``vr_power``: the first-order graph of each HVP batch; ``neon2``: g₀, the
+    walk's and the estimate's gradients; 0 for ``lanczos``, whose operator's gradient is counted
+    by the caller that built it).
     """
 
     lam: float
@@ -318,9 +319,10 @@ def neon2(
     ``rayleigh="fd"`` uses one gradient difference ``vᵀ(∇f_S(x₀ + δv) − g₀)/δ`` with
     δ = ‖x_t − x₀‖ (counted 1; inaccurate in float32 on ReLU nets: a gradient difference over
     a small δ loses most of its digits, and ReLU kinks make it a poor curvature estimate).
-    ``hvps`` = all gradient evaluations (g₀ included) + the estimate's cost, ≤ ``max_grads``.
+    ``grads`` (g₀, the walk's, the estimate's) + ``hvps`` (the estimate's one HVP, or none)
+    ≤ ``max_grads``.
     """
-    n_iter, est_cost = _neon2_budget(max_grads, rayleigh)
+    n_iter, _ = _neon2_budget(max_grads, rayleigh)
     params = list(params)
     batch = _Neon2Batch(closure, params, reduce, flatten([p.detach() for p in params]).clone())
     x0 = batch.x0
@@ -328,18 +330,20 @@ def neon2(
         g0 = batch.grad()
         xi = _unit(_randn(x0.numel(), x0.dtype, x0.device, generator) * trainable_mask(params))
         if xi is None:
-            return SearchResult(math.nan, None, 1, method="neon2")
+            return SearchResult(math.nan, None, 0, method="neon2", grads=1)
         r = 100 * sigma if radius is None else radius
         u, it = batch.walk(g0, sigma * xi, n_iter=n_iter, eta=eta, radius=r)
         v = _unit(u)
         if v is None:
-            return SearchResult(math.nan, None, 1 + it, iters=it, method="neon2")
+            return SearchResult(math.nan, None, 0, iters=it, method="neon2", grads=1 + it)
         lam = batch.curvature(v, u, g0, rayleigh)
     finally:
         assign_flat(x0, params)
-    grads = 1 + it + est_cost  # g₀, the walk's gradients, the estimate
+    hvps = 1 if rayleigh == "hvp" else 0  # the estimate: one gradient (+ one HVP for "hvp")
     found = _is_negative(lam, eps_h)
-    return SearchResult(lam, v if found else None, grads, iters=it, method="neon2", candidate=v)
+    return SearchResult(
+        lam, v if found else None, hvps, iters=it, method="neon2", candidate=v, grads=2 + it
+    )
 
 
 def _neon2_budget(max_grads: int, rayleigh: str) -> tuple[int, int]:
