@@ -1,26 +1,16 @@
-"""The config tree's schemas: dataclasses in Hydra's ConfigStore, so that Hydra refuses a value of
-the wrong type, or a key the schema does not have, while it composes (before any work starts).
+"""The config tree's schemas: dataclasses in Hydra's ConfigStore (group ``schema``), so that Hydra
+refuses a value of the wrong type, or a key the schema lacks, while it composes. Each shipped yaml
+names its schema first in its defaults list (``- /schema/dataset_torchvision@_here_``).
 
-Each shipped yaml names its schema first in its defaults list, e.g. ``conf/dataset/mnist.yaml``::
-
-    defaults:
-      - /schema/dataset_torchvision@_here_
-      - _self_
-
-A schema has exactly the keys of the yamls it types (a dataclass field is a key of the composed
-config, so a field no yaml sets would change every run's config and identity); options with
-other keys have a schema of their own (``dataset_synthetic``, ``scheduler_step``, ...). The
-groups whose options are plug-ins (``optimizer``, and any model, callback or logger a user adds)
-stay open: only the shipped options are typed. A group's own node (``callbacks``, ``logger``)
-stays an open mapping of typed entries, so a yaml or ``+callbacks.x._target_=...`` can add one.
-
-``trainer`` takes any ``lightning.Trainer`` argument (``++trainer.gradient_clip_val=1.0``): its
-schema types the keys ``conf/train.yaml`` sets, as Lightning's signature annotates them, and
-stays open for the others; :func:`check_composed` then checks every ``trainer`` key against the
-whole signature (an unknown or misspelt key, or a value of the wrong type: one line), and that
-no value is left missing (``???``). The command line runs it right after composing
-(:class:`accelopt.cli.ComposeCheck`). Values that types cannot express (ranges, choices, files)
-are checked by :mod:`accelopt.config` when a run starts.
+A schema has exactly the keys of the yamls it types (a dataclass field is a key of every composed
+config, and of the run's identity); options with other keys have their own (``dataset_synthetic``,
+``scheduler_step``, ...). Plug-in groups (``optimizer``; a model, callback or logger a user adds)
+stay open, and so do the ``callbacks`` and ``logger`` nodes: a yaml or ``+callbacks.x._target_=...``
+adds an entry. ``trainer`` takes any ``lightning.Trainer`` argument (``++trainer.x=...``): its
+schema types the keys ``conf/train.yaml`` sets, as Lightning annotates them, and stays open;
+:func:`check_composed` checks every ``trainer`` key against the whole signature and that no value
+is left ``???`` (the command line runs it once Hydra has composed: :mod:`accelopt.cli`). Values
+types cannot express (ranges, choices, files) are checked by :mod:`accelopt.config`.
 """
 
 from __future__ import annotations
