@@ -90,6 +90,7 @@ def test_the_run_config_is_train_yaml_and_typed(tmp_path: Path) -> None:
     ("overrides", "key", "expected"),
     [
         (["trainer.max_epochs=abc"], "trainer.max_epochs='abc'", "an integer or null"),
+        (["trainer.max_steps=abc"], "trainer.max_steps='abc' is invalid", "an integer"),
         (["dataset.batch_size=1.5"], "dataset.batch_size=1.5", "an integer"),
         (["dataset.batch_size=true"], "dataset.batch_size=True", "an integer"),
         (["dataset.mean=[0.5,x]"], "dataset.mean[1]='x'", "a number"),

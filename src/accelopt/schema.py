@@ -165,7 +165,7 @@ class HardwareConf:
     accelerator: str = MISSING
     devices: Any = MISSING  # an int, a list of ints or "auto" (Lightning)
     strategy: Any = MISSING  # a name, or a config with a _target_
-    precision: str = MISSING
+    precision: Any = MISSING  # a name ("32-true") or a number (32, 16): Lightning
     num_threads: int | None = MISSING
     memory_format: str = MISSING
     data_on_device: bool = MISSING
