@@ -66,10 +66,10 @@ def _unknown_key(err: ConfigKeyError | ConfigAttributeError) -> str:
     close = difflib.get_close_matches(str(err.key), known, n=1)
     where = f"of {parent}" if parent else "of the config"
     if close:
-        hint = f"did you mean {parent + '.' if parent else ''}{close[0]}?"
-    else:
-        hint = f"its keys: {', '.join(known)}" if known else "it has none"
-    return f"{key} is not a key {where} ({hint}); a new key is added with +{key}=<value>."
+        near = f"{parent}.{close[0]}" if parent else close[0]
+        return f"{key} is not a key {where} (did you mean {near}?)."
+    keys = f"its keys: {', '.join(known)}; " if known else ""
+    return f"{key} is not a key {where} ({keys}a new key is added with +{key}=<value>)."
 
 
 def _exit(prog: str, line: str) -> NoReturn:

@@ -123,7 +123,7 @@ class EvalConf:
 
 @dataclass
 class DatasetConf:
-    """``conf/dataset/folder.yaml``: what every data set has (accelopt.data.ClassificationDataModule)."""
+    """``conf/dataset/folder.yaml``: what every data set has (its ClassificationDataModule)."""
 
     _target_: str = MISSING
     name: str = MISSING
