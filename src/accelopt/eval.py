@@ -28,6 +28,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from accelopt.cli import refuse_bad_config
 from accelopt.confdir import CONFIG_DIR
 from accelopt.config import ConfigError
 from accelopt.data.sources import DataSourceError
@@ -325,6 +326,7 @@ def _print_summary(record: dict[str, Any], path: Path) -> None:
     )
 
 
+@refuse_bad_config("accelopt.eval")  # a config that does not fit its schema: one line, exit 2
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def main(cfg: DictConfig) -> float | None:
     """Hydra's entry point; a refusal prints one line and exits with status 2."""

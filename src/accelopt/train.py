@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from accelopt.callbacks import EpochTimer, GracefulStop, RunRecorder
 from accelopt.checkpoint import AtomicCheckpointIO
+from accelopt.cli import refuse_bad_config
 from accelopt.confdir import CONFIG_DIR
 from accelopt.config import ConfigError, check_config
 from accelopt.data.sources import DataSourceError
@@ -45,6 +46,7 @@ from accelopt.optim_protocol import clip_settings, method_label, optimizer_facto
 from accelopt.record import RECORD_NAME, RecordError, RunRecord
 from accelopt.resume import check_start, checkpoint_dir, identity, resolve_checkpoint
 from accelopt.rundir import RunLock, check_writable, write_hydra_files
+from accelopt.schema import check_composed
 from accelopt.targets import parse_targets
 from accelopt.variant import hparams
 
@@ -72,6 +74,7 @@ def compose_config(
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]
+    check_composed(cfg)  # what the command line checks once Hydra has composed (accelopt.cli)
     return cfg
 
 
@@ -390,6 +393,7 @@ def _print_summary(record: dict[str, Any], out: Path, written: list[str]) -> Non
     print("\n".join(lines), flush=True)
 
 
+@refuse_bad_config("accelopt")  # a config that does not fit its schema: one line, exit 2
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra's entry point; returns the final validation accuracy (what sweepers may optimise:
