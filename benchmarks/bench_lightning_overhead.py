@@ -96,7 +96,7 @@ def module_epoch(tmp: Path, seed: int, fmt: str, args: argparse.Namespace) -> fl
     import lightning as L
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from accelopt.callbacks import EpochTimer
+    from accelopt.run.recorder import EpochTimer
     from accelopt.models.module import ClassifierModule
 
     L.seed_everything(seed, verbose=False)

@@ -229,7 +229,7 @@ def test_ddp_cpu_training_matches_one_process(
 def test_hardware_configs_build_the_intended_trainers(make_cfg) -> None:
     from lightning.pytorch.strategies import DDPStrategy
 
-    from accelopt.checkpoint import AtomicCheckpointIO
+    from accelopt.run.checkpoint import AtomicCheckpointIO
     from accelopt.train import build_trainer
 
     cfg = make_cfg("hardware=ddp_cpu")

@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
-import accelopt.callbacks as cb_mod
-from accelopt.callbacks import EpochTimer
-from accelopt.record import RunRecord
+import accelopt.run.recorder as cb_mod
+from accelopt.run.recorder import EpochTimer
+from accelopt.run.record import RunRecord
 
 
 class FakeClock:

@@ -1,4 +1,4 @@
-"""Tests of the run record (``accelopt.record``) and the atomic-write helper (``accelopt.fileio``)."""
+"""Tests of the run record (``accelopt.run.record``) and the atomic-write helper (``accelopt.fileio``)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from accelopt import fileio
-from accelopt.record import (
+from accelopt.run.record import (
     FINAL_STATUSES,
     RECORD_NAME,
     SCHEMA_VERSION,
@@ -334,7 +334,7 @@ def test_add_step_loss_is_cheap() -> None:
 
 def test_record_module_is_stdlib_only() -> None:
     code = (
-        "import sys, accelopt.record, accelopt.fileio; "
+        "import sys, accelopt.run.record, accelopt.fileio; "
         "print(any(m in sys.modules for m in ('torch', 'lightning', 'hydra', 'numpy')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

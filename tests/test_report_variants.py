@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from accelopt.record import RunRecord
+from accelopt.run.record import RunRecord
 from accelopt.report import load_runs, summarise, write_report
-from accelopt.resume import identity
+from accelopt.run.resume import identity
 from accelopt.train import _new_record, compose_config, train
 from accelopt.variant import identity_of, variant_hash
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from accelopt.checkpoint import AtomicCheckpointIO
+from accelopt.run.checkpoint import AtomicCheckpointIO
 
 from .conftest import FAST, run_cli
 
@@ -165,7 +165,7 @@ KILL_MID_WRITE = textwrap.dedent(
     import sys, time
     from pathlib import Path
     import torch
-    import accelopt.checkpoint as ck
+    import accelopt.run.checkpoint as ck
 
     path, marker = Path(sys.argv[1]), Path(sys.argv[2])
     ck.atomic_torch_save({"step": 1, "w": torch.ones(1000)}, path)

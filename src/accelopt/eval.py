@@ -33,7 +33,7 @@ from accelopt.config import ConfigError
 from accelopt.data.sources import DataSourceError
 from accelopt.fileio import atomic_write
 from accelopt.models.module import ClassifierModule
-from accelopt.resume import IDENTITY_KEY, identity, identity_diff
+from accelopt.run.resume import IDENTITY_KEY, identity, identity_diff
 from accelopt.train import build_trainer
 
 EVAL_FILE = "eval.json"

@@ -35,16 +35,16 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from accelopt.callbacks import EpochTimer, GracefulStop, RunRecorder
-from accelopt.checkpoint import AtomicCheckpointIO
+from accelopt.run.recorder import EpochTimer, GracefulStop, RunRecorder
+from accelopt.run.checkpoint import AtomicCheckpointIO
 from accelopt.confdir import CONFIG_DIR
 from accelopt.config import ConfigError, check_config
 from accelopt.data.sources import DataSourceError
 from accelopt.models.module import ClassifierModule, Diverged
 from accelopt.optim_protocol import clip_settings, method_label, optimizer_factory, trainer_kwargs
-from accelopt.record import RECORD_NAME, RecordError, RunRecord
-from accelopt.resume import check_start, checkpoint_dir, identity, resolve_checkpoint
-from accelopt.rundir import RunLock, check_writable, write_hydra_files
+from accelopt.run.record import RECORD_NAME, RecordError, RunRecord
+from accelopt.run.resume import check_start, checkpoint_dir, identity, resolve_checkpoint
+from accelopt.run.folder import RunLock, check_writable, write_hydra_files
 from accelopt.targets import parse_targets
 from accelopt.variant import hparams
 

@@ -1,4 +1,4 @@
-"""Finding and loading the run records of a sweep folder (through :mod:`accelopt.record`)."""
+"""Finding and loading the run records of a sweep folder (through :mod:`accelopt.run.record`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from accelopt.record import NC_HELDOUT_KEYS, NC_KEYS, RECORD_NAME, RecordError, RunRecord
+from accelopt.run.record import NC_HELDOUT_KEYS, NC_KEYS, RECORD_NAME, RecordError, RunRecord
 from accelopt.variant import identity_of, variant_hash, variant_identity
 
 __all__ = ["ReportError", "Run", "Sweep", "load_run", "load_runs"]

@@ -3,12 +3,12 @@
 - :class:`EpochTimer` logs ``time/epoch_s``: training time only (evaluation and the measurements
   of callbacks that declare ``excluded_time_s``, e.g. the curvature monitor, are excluded), and
   ``time/epoch_cpu_s``: the process's CPU seconds over the same span.
-- :class:`RunRecorder` fills the run's :class:`~accelopt.record.RunRecord` through Lightning's
+- :class:`RunRecorder` fills the run's :class:`~accelopt.run.record.RunRecord` through Lightning's
   hooks: each step's loss from ``on_train_batch_end(outputs)``, one row per finished epoch, the NC
   counters. Given the run folder, it writes the record so far there after every epoch, with status
   ``running``, so a run killed outright (SIGKILL, a lost node) still leaves the epochs it finished.
   Its state (the record so far, and the run's identity) travels in every checkpoint, so a resumed
-  run keeps its history and a resume with a different config is refused (:mod:`accelopt.resume`).
+  run keeps its history and a resume with a different config is refused (:mod:`accelopt.run.resume`).
 - :class:`GracefulStop` turns SIGINT (Ctrl+C) into Lightning's SIGTERM stop: training ends at the
   next batch boundary, a checkpoint is saved and the record says ``interrupted``. A second SIGINT
   interrupts at once.
@@ -27,8 +27,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from accelopt.record import RunRecord
-from accelopt.resume import IDENTITY_KEY
+from accelopt.run.record import RunRecord
+from accelopt.run.resume import IDENTITY_KEY
 from accelopt.targets import Target, all_reached, check_interval, time_to_target
 from accelopt.variant import variant_hash
 
@@ -150,11 +150,11 @@ def _step_loss(outputs: Any) -> Tensor | None:
 
 
 class RunRecorder(L.Callback):
-    """Fills ``record`` (a :class:`~accelopt.record.RunRecord`) from Lightning's hooks.
+    """Fills ``record`` (a :class:`~accelopt.run.record.RunRecord`) from Lightning's hooks.
 
     Step losses are kept as tensors until the epoch ends or a checkpoint is saved (no device sync
     per step), then moved into the record. ``identity`` (the run-defining config, see
-    :func:`accelopt.resume.identity`) is written into every checkpoint. With ``out`` (the run
+    :func:`accelopt.run.resume.identity`) is written into every checkpoint. With ``out`` (the run
     folder), rank zero writes the record there (atomically, status ``running``, ``stopped_at_step``
     = the global step reached) after every epoch; the run's end replaces it with the final one.
     """

@@ -23,7 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from accelopt.config import ConfigError
-from accelopt.record import RunRecord
+from accelopt.run.record import RunRecord
 from accelopt.variant import MAY_CHANGE, identity_of
 
 __all__ = [

@@ -15,7 +15,7 @@ file or the new one, never a partial one.
 - every ``every_n_train_steps`` steps when asked, except at an epoch's last batch: a checkpoint
   there would resume into the next epoch and skip this epoch's evaluation, so the epoch-end save
   (moments later) stands for it;
-- when the run is interrupted (SIGTERM, SIGINT; see :mod:`accelopt.callbacks`) at a batch
+- when the run is interrupted (SIGTERM, SIGINT; see :mod:`accelopt.run.recorder`) at a batch
   boundary, so a resubmitted job continues from where it stopped, not from the last save.
 """
 
@@ -107,7 +107,7 @@ class RunCheckpoint(ModelCheckpoint):
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
-        # SIGINT is turned into Lightning's SIGTERM stop (accelopt.callbacks.GracefulStop), so
+        # SIGINT is turned into Lightning's SIGTERM stop (accelopt.run.recorder.GracefulStop), so
         # both arrive here as SIGTERMException at a batch boundary; other errors may be mid-step
         if not isinstance(exception, SIGTERMException) or _epoch_training_done(trainer):
             return  # a crash mid-step, or mid-evaluation: keep the last consistent save
