@@ -96,8 +96,8 @@ def module_epoch(tmp: Path, seed: int, fmt: str, args: argparse.Namespace) -> fl
     import lightning as L
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from accelopt.run.recorder import EpochTimer
     from accelopt.models.module import ClassifierModule
+    from accelopt.run.timer import EpochTimer
 
     L.seed_everything(seed, verbose=False)
     dm = ClassificationDataModule(val_size=args.val_size, seed=seed)

@@ -265,8 +265,8 @@ def test_step_checkpoints_print_no_lightning_docstring(tmp_path: Path, capfd) ->
 
 
 def test_a_run_refused_for_its_lr_is_a_readable_failed_record_in_the_report(tmp_path) -> None:
-    from accelopt.run.record import RunRecord
     from accelopt.report import load_runs
+    from accelopt.run.record import RunRecord
 
     run = tmp_path / "sweep" / "0_heavyball"
     with pytest.raises(ConfigError):

@@ -138,7 +138,7 @@ def test_ckpt_path_must_name_a_file(make_cfg, tmp_path: Path) -> None:
 
 
 def test_trainer_writes_checkpoints_through_the_atomic_io(make_cfg) -> None:
-    from accelopt.train import build_trainer
+    from accelopt.run.build import build_trainer
 
     cfg = make_cfg()
     trainer = build_trainer(cfg, Path(cfg.output_dir), [])
