@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from accelopt.checks import is_number
 from accelopt.run.record import NC_HELDOUT_KEYS, NC_KEYS, RECORD_NAME, RecordError, RunRecord
 from accelopt.variant import identity_of, variant_hash, variant_identity
 
@@ -101,7 +102,7 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def _number(x: Any) -> float | None:
-    return x if isinstance(x, (int, float)) and not isinstance(x, bool) else None
+    return x if is_number(x) else None
 
 
 def _nc_view(nc: dict[str, Any] | None) -> dict[str, float | None] | None:

@@ -30,6 +30,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from accelopt.checks import is_int
 from accelopt.fileio import atomic_write
 
 __all__ = ["AtomicCheckpointIO", "RunCheckpoint", "atomic_torch_save"]
@@ -73,7 +74,7 @@ class RunCheckpoint(ModelCheckpoint):
 
     def __init__(self, dirpath: str, every_n_train_steps: int | None = None) -> None:
         n = every_n_train_steps
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        if n is not None and (not is_int(n) or n < 1):
             raise ValueError(
                 f"callbacks.checkpoint.every_n_train_steps={n!r} is invalid; accepted: an "
                 "integer >= 1 or null (epoch ends only)"

@@ -24,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from accelopt.checks import is_int, is_number
 from accelopt.config import check_config
 from accelopt.data.sources import DataSourceError
 from accelopt.errors import ConfigError
@@ -65,12 +66,11 @@ def new_record(cfg: DictConfig, out: Path) -> RunRecord:
     """The record of a run about to start: identity, config, status ``running``."""
     choices, overrides = _hydra_choices()
     lr, seed = cfg.optimizer.get("lr"), cfg.get("seed")
-    numeric = isinstance(lr, int | float) and not isinstance(lr, bool)
     return RunRecord(
         method=method_label(cfg.optimizer, choices.get("optimizer")),
         dataset=str(cfg.dataset.get("name")),
-        lr=float(lr) if numeric else math.nan,
-        seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else -1,
+        lr=float(lr) if is_number(lr) else math.nan,
+        seed=seed if is_int(seed) else -1,
         config_groups=choices,
         overrides=overrides,
         config=config_dict(cfg),
