@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from accelopt.checks import is_number
-from accelopt.run.record import NC_HELDOUT_KEYS, NC_KEYS, RECORD_NAME, RecordError, RunRecord
+from accelopt.run.record import NC_HELDOUT_KEYS, NC_KEYS, RECORD_NAME, RunRecord
+from accelopt.run.record_check import RecordError
 from accelopt.variant import identity_of, variant_hash, variant_identity
 
 __all__ = ["ReportError", "Run", "Sweep", "load_run", "load_runs"]

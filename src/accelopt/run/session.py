@@ -31,7 +31,8 @@ from accelopt.errors import ConfigError
 from accelopt.models.module import ClassifierModule, Diverged
 from accelopt.optim_protocol import method_label
 from accelopt.run.folder import RunLock, check_writable
-from accelopt.run.record import RECORD_NAME, RecordError, RunRecord
+from accelopt.run.record import RECORD_NAME, RunRecord
+from accelopt.run.record_check import RecordError
 from accelopt.run.recorder import RunRecorder
 from accelopt.run.resume import ResumePoint, check_start, checkpoint_dir, resolve_checkpoint
 from accelopt.run.signals import GracefulStop, interruption, quiet_after_fit
