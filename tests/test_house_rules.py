@@ -24,8 +24,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 MAX_FILE_LINES = 400  # a file must be shorter than this
 MAX_FUNCTION_LINES = 60
 
-# being split on branch run; the lead empties this list after merging
-LONG_FILES = {"accelopt/train.py", "accelopt/record.py"}
+# files allowed to reach MAX_FILE_LINES for now (none: train.py and record.py were split)
+LONG_FILES: set[str] = set()
 # being renamed and split by another helper; the lead empties this list after merging
 LONG_FUNCTIONS = {"accelopt/curvature/power.py::seed_power"}
 
