@@ -65,10 +65,11 @@ def bare_epoch(x: torch.Tensor, y: torch.Tensor, seed: int, fmt: str, steps: int
 
 
 def train_supports_memory_format() -> bool:
-    """Whether ``accelopt.train`` passes ``hardware.memory_format`` to the module."""
-    import accelopt.train
+    """Whether ``accelopt.train`` passes ``hardware.memory_format`` to the module (it builds the
+    module with ``accelopt.run.build.build_module``)."""
+    import accelopt.run.build
 
-    return "memory_format" in inspect.getsource(accelopt.train)
+    return "memory_format" in inspect.getsource(accelopt.run.build.build_module)
 
 
 def entry_point_epoch(tmp: Path, seed: int, fmt: str, args: argparse.Namespace) -> float:
@@ -96,8 +97,8 @@ def module_epoch(tmp: Path, seed: int, fmt: str, args: argparse.Namespace) -> fl
     import lightning as L
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from accelopt.callbacks import EpochTimer
     from accelopt.models.module import ClassifierModule
+    from accelopt.run.timer import EpochTimer
 
     L.seed_everything(seed, verbose=False)
     dm = ClassificationDataModule(val_size=args.val_size, seed=seed)

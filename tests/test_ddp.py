@@ -229,8 +229,8 @@ def test_ddp_cpu_training_matches_one_process(
 def test_hardware_configs_build_the_intended_trainers(make_cfg) -> None:
     from lightning.pytorch.strategies import DDPStrategy
 
-    from accelopt.checkpoint import AtomicCheckpointIO
-    from accelopt.train import build_trainer
+    from accelopt.run.build import build_trainer
+    from accelopt.run.checkpoint import AtomicCheckpointIO
 
     cfg = make_cfg("hardware=ddp_cpu")
     trainer = build_trainer(cfg, Path(cfg.output_dir), [])  # builds only: nothing is launched

@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
-import accelopt.callbacks as cb_mod
-from accelopt.callbacks import EpochTimer
-from accelopt.record import RunRecord
+import accelopt.run.timer as timer_mod
+from accelopt.run.record import RunRecord
+from accelopt.run.timer import EpochTimer
 
 
 class FakeClock:
@@ -22,7 +22,7 @@ class FakeClock:
 def test_wall_and_cpu_clocks_pause_for_validation_and_subtract_exclusions(monkeypatch) -> None:
     wall, cpu = FakeClock(), FakeClock()
     monkeypatch.setattr(
-        cb_mod,
+        timer_mod,
         "CLOCKS",
         (("time/epoch_s", wall, "excluded_time_s"), ("time/epoch_cpu_s", cpu, "excluded_cpu_s")),
     )

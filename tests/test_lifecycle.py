@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from accelopt.config import ConfigError
-from accelopt.rundir import LOCK_NAME
+from accelopt.run.folder import LOCK_NAME
 from accelopt.train import train
 
 from .conftest import FAST, compose_cfg
@@ -265,8 +265,8 @@ def test_step_checkpoints_print_no_lightning_docstring(tmp_path: Path, capfd) ->
 
 
 def test_a_run_refused_for_its_lr_is_a_readable_failed_record_in_the_report(tmp_path) -> None:
-    from accelopt.record import RunRecord
     from accelopt.report import load_runs
+    from accelopt.run.record import RunRecord
 
     run = tmp_path / "sweep" / "0_heavyball"
     with pytest.raises(ConfigError):

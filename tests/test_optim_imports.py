@@ -1,4 +1,4 @@
-"""The import graph of src/accelopt, parsed with ``ast``: no cycles, and the torch-only layers.
+"""src/accelopt's import graph, parsed with ``ast``: no cycles, torch-only layers on a stdlib-only base.
 
 Every ``import`` / ``from ... import`` counts, at any depth (module level, inside functions and
 classes, and under ``if TYPE_CHECKING:``): a function-level import is still a dependency (it only
@@ -18,8 +18,11 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "accelopt"
 TORCH_ONLY = ("accelopt.curvature", "accelopt.optim")
+# the shared base: the error type and the value checks, standard library only, so every layer
+# (the torch-only ones included) may raise ConfigError and use the same checks
+STDLIB_ONLY = ("accelopt.errors", "accelopt.checks")
 # layers, lowest first: a module may import its own layer or a lower one
-LAYERS = ("accelopt.curvature", "accelopt.optim")
+LAYERS = (*STDLIB_ONLY, "accelopt.curvature", "accelopt.optim")
 
 
 def modules(src: Path = SRC) -> dict[str, Path]:
@@ -119,13 +122,14 @@ def test_the_package_has_no_import_cycle() -> None:
 
 def layer_violations(g: dict[str, set[str]]) -> dict[str, list[str]]:
     """``{module: [bad imports]}``: in the torch-only layers, anything but torch, the stdlib and
-    a module of the same or a lower layer."""
-    allowed = {"ext:torch", "ext:__future__", *(f"ext:{m}" for m in sys.stdlib_module_names)}
+    a module of the same or a lower layer; in the stdlib-only base, torch too."""
+    stdlib = {"ext:__future__", *(f"ext:{m}" for m in sys.stdlib_module_names)}
     bad = {}
     for name, deps in g.items():
         layer = _layer(name)
         if layer is None:
             continue
+        allowed = stdlib if layer < len(STDLIB_ONLY) else stdlib | {"ext:torch"}
         wrong = {d for d in deps if d.startswith("ext:") and d not in allowed}
         internal = {d for d in deps if not d.startswith("ext:")}
         wrong |= {d for d in internal if _layer(d) is None or _layer(d) > layer}  # type: ignore[operator]
@@ -143,12 +147,17 @@ def test_the_layer_check_refuses_an_upward_or_foreign_import() -> None:
         "accelopt.curvature.a": {"ext:torch", "accelopt.optim.b"},  # upward
         "accelopt.optim.b": {"accelopt.curvature.a", "ext:math", "ext:numpy"},  # numpy: foreign
         "accelopt.optim.c": {"accelopt.train"},  # a module above the layers
+        "accelopt.optim.d": {"accelopt.checks", "accelopt.errors"},  # the base: allowed
+        "accelopt.checks": {"ext:torch", "accelopt.errors"},  # torch: not in the base
+        "accelopt.errors": {"accelopt.checks"},  # upward inside the base
         "accelopt.train": {"ext:hydra"},
     }
     assert layer_violations(g) == {
         "accelopt.curvature.a": ["accelopt.optim.b"],
         "accelopt.optim.b": ["ext:numpy"],
         "accelopt.optim.c": ["accelopt.train"],
+        "accelopt.checks": ["ext:torch"],
+        "accelopt.errors": ["accelopt.checks"],
     }
 
 

@@ -1,4 +1,4 @@
-"""Tests of the run record (``accelopt.record``) and the atomic-write helper (``accelopt.fileio``)."""
+"""Tests of the run record (``accelopt.run.record``) and the atomic-write helper (``accelopt.fileio``)."""
 
 from __future__ import annotations
 
@@ -15,14 +15,8 @@ from typing import Any
 import pytest
 
 from accelopt import fileio
-from accelopt.record import (
-    FINAL_STATUSES,
-    RECORD_NAME,
-    SCHEMA_VERSION,
-    STATUSES,
-    RecordError,
-    RunRecord,
-)
+from accelopt.run.record import RECORD_NAME, RunRecord
+from accelopt.run.record_check import FINAL_STATUSES, SCHEMA_VERSION, STATUSES, RecordError
 
 # a version-1 record exactly as docs/architecture.md documents it ("The run record")
 V1 = {
@@ -334,7 +328,7 @@ def test_add_step_loss_is_cheap() -> None:
 
 def test_record_module_is_stdlib_only() -> None:
     code = (
-        "import sys, accelopt.record, accelopt.fileio; "
+        "import sys, accelopt.run.record, accelopt.run.record_check, accelopt.fileio; "
         "print(any(m in sys.modules for m in ('torch', 'lightning', 'hydra', 'numpy')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -27,7 +27,7 @@ from lightning.pytorch.loggers import Logger
 
 from accelopt.config import ConfigError
 from accelopt.eval import EvalError, evaluate
-from accelopt.rundir import LOCK_NAME, RunLock
+from accelopt.run.folder import LOCK_NAME, RunLock
 from accelopt.train import train
 
 from .conftest import FAST, ROOT, compose_cfg, run_cli

@@ -564,7 +564,7 @@ def test_curvature_figure_from_records(tmp_path: Path) -> None:
 
 
 def test_record_written_by_run_record_is_reported(tmp_path: Path) -> None:
-    from accelopt.record import RunRecord
+    from accelopt.run.record import RunRecord
 
     rec = RunRecord(method="agd", dataset="mnist", lr=0.05, seed=4)
     for step in range(10):

@@ -1,6 +1,6 @@
 """The report never pools runs whose configs differ in anything but the seed (issue 20).
 
-Records are made the way ``train`` makes them (``_new_record`` on a composed config, the
+Records are made the way ``train`` makes them (``new_record`` on a composed config, the
 variant from the run's identity as the recorder sets it), so every key of the real config is
 there; then one key at a time is changed and the report must show one more group.
 """
@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from accelopt.record import RunRecord
 from accelopt.report import load_runs, summarise, write_report
-from accelopt.resume import identity
-from accelopt.train import _new_record, compose_config, train
+from accelopt.run.record import RunRecord
+from accelopt.run.resume import identity
+from accelopt.run.session import new_record
+from accelopt.train import compose_config, train
 from accelopt.variant import identity_of, variant_hash
 
 from .conftest import FAST
@@ -44,7 +45,7 @@ POOLING = ["trainer.max_epochs=9", "hardware.num_threads=2", "trainer.log_every_
 
 def _record(folder: Path, *overrides: str, seed: int, acc: float = 0.5) -> RunRecord:
     cfg = compose_config([*BASE, *overrides, f"seed={seed}"], folder)
-    rec = _new_record(cfg, folder)
+    rec = new_record(cfg, folder)
     rec.variant = variant_hash(identity(cfg))
     rec.add_epoch({"epoch": 0, "step": 10, "test/acc": acc, "time/epoch_s": 1.0})
     rec.finalize("completed", stopped_at_step=10)

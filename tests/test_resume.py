@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from accelopt.checkpoint import AtomicCheckpointIO
+from accelopt.run.checkpoint import AtomicCheckpointIO
 
 from .conftest import FAST, run_cli
 
@@ -138,7 +138,7 @@ def test_ckpt_path_must_name_a_file(make_cfg, tmp_path: Path) -> None:
 
 
 def test_trainer_writes_checkpoints_through_the_atomic_io(make_cfg) -> None:
-    from accelopt.train import build_trainer
+    from accelopt.run.build import build_trainer
 
     cfg = make_cfg()
     trainer = build_trainer(cfg, Path(cfg.output_dir), [])
@@ -165,7 +165,7 @@ KILL_MID_WRITE = textwrap.dedent(
     import sys, time
     from pathlib import Path
     import torch
-    import accelopt.checkpoint as ck
+    import accelopt.run.checkpoint as ck
 
     path, marker = Path(sys.argv[1]), Path(sys.argv[2])
     ck.atomic_torch_save({"step": 1, "w": torch.ones(1000)}, path)

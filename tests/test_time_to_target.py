@@ -10,11 +10,12 @@ import lightning as L
 import pytest
 import torch
 
-from accelopt.callbacks import EpochTimer, RunRecorder
 from accelopt.config import ConfigError
-from accelopt.record import RunRecord
 from accelopt.report import load_runs, summarise
 from accelopt.report.ttt import time_to_targets
+from accelopt.run.record import RunRecord
+from accelopt.run.recorder import RunRecorder
+from accelopt.run.timer import EpochTimer
 from accelopt.targets import Target, parse_targets, time_to_target
 from accelopt.train import compose_config, train
 

@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from accelopt.resume import identity
+from accelopt.run.resume import identity
 from accelopt.train import compose_config, train
 from accelopt.variant import describe, hparams, variant_hash, variant_identity, varying_keys
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
+from accelopt.checks import MEMORY_FORMATS, is_finite, is_int, is_momentum
 from accelopt.data.sources import SOURCES, DataSourceError
 from accelopt.errors import ConfigError
 from accelopt.optim_protocol import (
@@ -44,13 +44,9 @@ def check_config(cfg: DictConfig) -> None:
     check_scheduler(cfg.get("scheduler"), cfg.trainer)
 
 
-def _is_int(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
 def _check_run_keys(cfg: DictConfig) -> None:
     seed = cfg.get("seed")
-    if not _is_int(seed) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise ConfigError(
             f"seed={seed!r} is invalid: it must be an integer >= 0 (the study used 1, 2, 3), "
             "e.g. seed=1."
@@ -63,14 +59,14 @@ def _check_trainer(cfg: DictConfig) -> None:
     """Run length (it must end) and batch limits."""
     trainer = cfg.trainer
     epochs = trainer.get("max_epochs")
-    if epochs is not None and (not _is_int(epochs) or epochs < -1 or epochs == 0):
+    if epochs is not None and (not is_int(epochs) or epochs < -1 or epochs == 0):
         raise ConfigError(
             f"trainer.max_epochs={epochs!r} is invalid: it must be an integer >= 1 "
             "(or -1 for no limit with trainer.max_steps), e.g. trainer.max_epochs=6."
         )
     steps = trainer.get("max_steps", -1)
     steps = -1 if steps is None else steps
-    if not _is_int(steps) or steps < -1 or steps == 0:
+    if not is_int(steps) or steps < -1 or steps == 0:
         raise ConfigError(
             f"trainer.max_steps={steps!r} is invalid: it must be an integer >= 1, or -1 for no "
             "step limit (the run ends after trainer.max_epochs), e.g. trainer.max_steps=2000."
@@ -83,7 +79,7 @@ def _check_trainer(cfg: DictConfig) -> None:
     for key in sorted(k for k in trainer if str(k).startswith("limit_")):
         value = trainer.get(key)
         is_float = isinstance(value, float) and 0.0 <= value <= 1.0
-        if value is not None and not is_float and not (_is_int(value) and value >= 0):
+        if value is not None and not is_float and not (is_int(value) and value >= 0):
             raise ConfigError(
                 f"trainer.{key}={value!r} is invalid: it must be an integer >= 0 (batches), a "
                 f"fraction in [0.0, 1.0] or null (all batches), e.g. trainer.{key}=0.25."
@@ -93,7 +89,7 @@ def _check_trainer(cfg: DictConfig) -> None:
 def _check_checkpoint(cfg: DictConfig) -> None:
     node = (cfg.get("callbacks") or {}).get("checkpoint")
     n = None if node is None else node.get("every_n_train_steps")
-    if n is not None and (not _is_int(n) or n < 1):
+    if n is not None and (not is_int(n) or n < 1):
         raise ConfigError(
             f"callbacks.checkpoint.every_n_train_steps={n!r} is invalid: it must be an integer "
             ">= 1 (save last.ckpt every N steps) or null (epoch ends only), e.g. "
@@ -103,15 +99,13 @@ def _check_checkpoint(cfg: DictConfig) -> None:
 
 def _check_optimizer_values(cfg: DictConfig) -> None:
     lr = cfg.optimizer.get("lr")
-    if isinstance(lr, bool) or not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
+    if not is_finite(lr) or lr <= 0:
         raise ConfigError(
             f"optimizer.lr={lr!r} is invalid: the learning rate must be a finite number > 0 "
             "(the report used 0.02 on MNIST and 0.03 on CIFAR-10), e.g. optimizer.lr=0.02."
         )
     momentum = cfg.optimizer.get("momentum")
-    if momentum is not None and (
-        isinstance(momentum, bool) or not isinstance(momentum, int | float) or not 0 <= momentum < 1
-    ):
+    if momentum is not None and not is_momentum(momentum):
         raise ConfigError(
             f"optimizer.momentum={momentum!r} is invalid: it must be a number in [0, 1) "
             "(momentum >= 1 never forgets a gradient and diverges), e.g. optimizer.momentum=0.9."
@@ -122,7 +116,7 @@ def _check_dataset(cfg: DictConfig) -> None:
     ds = cfg.dataset
     for key, example in (("batch_size", 128), ("eval_batch_size", 1000)):
         value = ds.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not is_int(value) or value < 1:
             raise ConfigError(
                 f"dataset.{key}={value!r} is invalid: it must be an integer >= 1 "
                 f"(the report used batch 128), e.g. dataset.{key}={example}."
@@ -144,7 +138,7 @@ def _check_dataset(cfg: DictConfig) -> None:
         )
     _resolve_dataset(ds)
     val_size = ds.get("val_size", 0)
-    if not _is_int(val_size) or val_size < 0:
+    if not is_int(val_size) or val_size < 0:
         raise ConfigError(
             f"dataset.val_size={val_size!r} is invalid: it must be an integer >= 0 (training "
             "images held out for validation; 0 trains on all of them), e.g. dataset.val_size=5000."
@@ -177,16 +171,16 @@ def _check_optimizer(cfg: DictConfig) -> object:
 def _check_hardware(cfg: DictConfig, factory: object) -> None:
     hw = cfg.hardware
     threads = hw.get("num_threads")
-    if threads is not None and (not _is_int(threads) or threads < 1):
+    if threads is not None and (not is_int(threads) or threads < 1):
         raise ConfigError(
             f"hardware.num_threads={threads!r} is invalid: it must be an integer >= 1 (torch "
             "intra-op threads per process) or null for torch's default, e.g. "
             "hardware.num_threads=2."
         )
     fmt = hw.get("memory_format", "contiguous")
-    if fmt not in ("contiguous", "channels_last"):
+    if fmt not in MEMORY_FORMATS:
         raise ConfigError(
-            f"hardware.memory_format={fmt!r} is invalid; accepted: contiguous, channels_last "
+            f"hardware.memory_format={fmt!r} is invalid; accepted: {', '.join(MEMORY_FORMATS)} "
             "(channels_last is faster for this CNN on CPU and GPU: docs/benchmarks.md)."
         )
     precision = PRECISION_ALIASES.get(hw.precision, hw.precision)

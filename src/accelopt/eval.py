@@ -30,11 +30,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from accelopt.cli import refuse_bad_config
 from accelopt.confdir import CONFIG_DIR
-from accelopt.config import ConfigError
 from accelopt.data.sources import DataSourceError
+from accelopt.errors import ConfigError
 from accelopt.fileio import atomic_write
 from accelopt.models.module import ClassifierModule
-from accelopt.resume import IDENTITY_KEY, identity, identity_diff
+from accelopt.run.resume import IDENTITY_KEY, identity, identity_diff
 from accelopt.train import build_trainer
 
 EVAL_FILE = "eval.json"

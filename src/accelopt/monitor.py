@@ -48,6 +48,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from accelopt.checks import is_int
 from accelopt.curvature.buffers import call_keeping_buffers
 from accelopt.curvature.density import density_on_grid, slq
 from accelopt.curvature.hvp import HessianOperator, flat_grad
@@ -141,7 +142,7 @@ def _micro_grad(loss_fn: LossFn, params: list[Tensor], x: Tensor, y: Tensor) -> 
 
 
 def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise ValueError(
             f"CurvatureMonitor: {name}={value!r} is invalid; it must be an integer >= {minimum}"
         )

@@ -23,6 +23,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from accelopt.checks import is_number
 from accelopt.confdir import CONFIG_DIR
 
 __all__ = [
@@ -125,9 +126,7 @@ def check_clip(trainer_cfg: Mapping[str, Any]) -> None:
 
     clip = clip_settings(trainer_cfg)
     val, algorithm = clip["gradient_clip_val"], clip["gradient_clip_algorithm"]
-    if val is not None and (
-        isinstance(val, bool) or not isinstance(val, int | float) or not val > 0
-    ):
+    if val is not None and not (is_number(val) and val > 0):
         raise ConfigError(
             f"trainer.gradient_clip_val={val!r} is invalid: it must be a number > 0 (or null: no "
             "clipping), e.g. ++trainer.gradient_clip_val=1.0."

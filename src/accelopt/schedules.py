@@ -28,15 +28,13 @@ from torch.optim.lr_scheduler import (
     SequentialLR,
 )
 
+from accelopt.checks import is_int, is_number
+
 __all__ = ["INTERVALS", "SCHEDULES", "build_scheduler", "check_scheduler", "warmup_steps"]
 
 INTERVALS = {"constant": None, "step": "epoch", "cosine": "step"}
 INTERVALS.update({"warmup_cosine": "step", "linear": "step"})
 SCHEDULES = tuple(INTERVALS)
-
-
-def _is_number(x: object) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool)
 
 
 def warmup_steps(warmup: float | int, total: int) -> int:
@@ -52,10 +50,10 @@ def _problem(spec: Mapping[str, Any]) -> str | None:
     if name not in INTERVALS:
         return f"scheduler.name={name!r} is invalid; accepted: {', '.join(SCHEDULES)}"
     floor, warmup = spec.get("floor", 0.0), spec.get("warmup", 0.05)
-    if name in ("cosine", "warmup_cosine") and not (_is_number(floor) and 0 <= floor <= 1):
+    if name in ("cosine", "warmup_cosine") and not (is_number(floor) and 0 <= floor <= 1):
         return f"scheduler.floor={floor!r} is invalid: a fraction of the lr in [0, 1], e.g. 0.0"
     if name == "warmup_cosine":
-        ok_int = isinstance(warmup, int) and not isinstance(warmup, bool) and warmup >= 1
+        ok_int = is_int(warmup) and warmup >= 1
         ok_frac = isinstance(warmup, float) and 0 < warmup < 1
         start = spec.get("start_factor", 0.01)
         if not (ok_int or ok_frac):
@@ -63,23 +61,21 @@ def _problem(spec: Mapping[str, Any]) -> str | None:
                 f"scheduler.warmup={warmup!r} is invalid: a fraction of training in (0, 1) "
                 "(e.g. 0.05) or a number of steps >= 1 (e.g. 100)"
             )
-        if not (_is_number(start) and 0 < start <= 1):
+        if not (is_number(start) and 0 < start <= 1):
             return f"scheduler.start_factor={start!r} is invalid: a number in (0, 1], e.g. 0.01"
     if name == "linear":
         end = spec.get("end_factor", 0.0)
-        if not (_is_number(end) and 0 <= end <= 1):
+        if not (is_number(end) and 0 <= end <= 1):
             return f"scheduler.end_factor={end!r} is invalid: a number in [0, 1], e.g. 0.0"
     if name == "step":
         milestones, gamma = spec.get("milestones"), spec.get("gamma", 0.1)
-        ok = isinstance(milestones, list | tuple) and all(
-            isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in milestones
-        )
+        ok = isinstance(milestones, list | tuple) and all(is_int(m) and m >= 1 for m in milestones)
         if not ok or list(milestones) != sorted(milestones):
             return (
                 f"scheduler.milestones={milestones!r} is invalid: increasing epochs >= 1, "
                 "e.g. [3, 5]"
             )
-        if not (_is_number(gamma) and gamma > 0):
+        if not (is_number(gamma) and gamma > 0):
             return f"scheduler.gamma={gamma!r} is invalid: a number > 0, e.g. 0.1"
     return None
 

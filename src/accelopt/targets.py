@@ -15,7 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from accelopt.config import ConfigError
+from accelopt.checks import is_finite
+from accelopt.errors import ConfigError
 
 __all__ = ["METRICS", "Target", "parse_targets", "time_to_target", "all_reached", "check_interval"]
 
@@ -41,10 +42,6 @@ class Target:
         if not isinstance(value, int | float) or not math.isfinite(value):
             return False
         return value <= self.threshold if self.lower_is_better else value >= self.threshold
-
-
-def _number(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def parse_targets(spec: Any, *, has_val: bool = True, stop: bool = False) -> list[Target]:
@@ -79,7 +76,7 @@ def parse_targets(spec: Any, *, has_val: bool = True, stop: bool = False) -> lis
             if isinstance(values, Sequence) and not isinstance(values, str)
             else [values]
         )
-        bad = [v for v in values if not _number(v)]
+        bad = [v for v in values if not is_finite(v)]
         if bad or not values:
             raise ConfigError(
                 f"targets.{metric}: threshold {bad[0] if bad else values!r} is not a finite "

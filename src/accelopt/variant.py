@@ -2,7 +2,7 @@
 
 Two runs are repeats of one experiment (seeds) iff their variants are equal: the report groups
 by variant and never pools runs whose configs differ in anything but the seed. The variant is
-computed from the run's *identity* (:func:`identity_of`, as :func:`accelopt.resume.identity`: the flattened resolved
+computed from the run's *identity* (:func:`identity_of`, as :func:`accelopt.run.resume.identity`: the flattened resolved
 config minus the keys that may change on resume, :data:`MAY_CHANGE`), minus the
 seed: the top-level ``seed`` is dropped, and every key whose last part is ``seed`` and whose
 value equals it (``optimizer.seed: ${seed}`` and the like) holds ``"${seed}"`` instead
@@ -38,7 +38,7 @@ __all__ = [
 
 # Keys that may differ between a run and its resumption (prefix match on the dotted key):
 # how long to train, where and how it runs, what is logged and how often it is saved. They are
-# not part of a run's identity (accelopt.resume), nor of its variant.
+# not part of a run's identity (accelopt.run.resume), nor of its variant.
 MAY_CHANGE = (
     "ckpt_path",
     "output_dir",

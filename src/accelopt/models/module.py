@@ -44,12 +44,12 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torchmetrics.classification import MulticlassAccuracy
 
+from accelopt.checks import MEMORY_FORMATS
 from accelopt.curvature.buffers import call_keeping_buffers
 from accelopt.optim_protocol import CLIP_ALGORITHMS, protocol_of
 from accelopt.schedules import build_scheduler
 
 LossClosure = Callable[[], Tensor]
-MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
 class Diverged(RuntimeError):
@@ -97,7 +97,9 @@ class ClassifierModule(L.LightningModule):
             )
         self.automatic_optimization = False
         self.memory_format = memory_format
-        self._format = MEMORY_FORMATS[memory_format]
+        self._format = (
+            torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
+        )
         self.net = net.to(memory_format=self._format) if memory_format != "contiguous" else net
         self.optimizer_factory = optimizer
         self.criterion = nn.CrossEntropyLoss()

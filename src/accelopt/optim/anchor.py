@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from accelopt.optim.component import Context, positive
+from accelopt.checks import positive
+from accelopt.optim.component import Context
 
 __all__ = ["Anchor"]
 

@@ -16,7 +16,8 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from accelopt.optim.component import Component, Context, count, positive
+from accelopt.checks import count, positive
+from accelopt.optim.component import Component, Context
 
 __all__ = ["Cadence", "Plateau"]
 

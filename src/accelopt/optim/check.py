@@ -49,8 +49,9 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
+from accelopt.checks import count, positive
 from accelopt.curvature.hvp import flat_grad
-from accelopt.optim.component import Batch, Component, Context, Probe, Reduce, count, positive
+from accelopt.optim.component import Batch, Component, Context, Probe, Reduce
 from accelopt.optim.presets import REPORT_CHECK
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""What the NC components share: a registry by kind and name, knob validation, the context.
+"""What the NC components share: a registry by kind and name, the context.
 
 The NC-escape optimizer (:class:`accelopt.optim.NCEscape`) composes three kinds of components,
 each a small class that owns and validates its own knobs:
@@ -17,7 +17,6 @@ it without any edit to the wrapper. Components are dataclasses: their fields are
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
@@ -118,33 +117,3 @@ def build(kind: str, spec: Any, base: type) -> Component:
         f"unknown {kind}={spec!r}; accepted: {', '.join(map(repr, sorted(names)))} "
         f"or a {base.__name__} instance"
     )
-
-
-# ------------------------------------------------------------------------- knob validation
-def positive(owner: str, name: str, value: Any, *, allow_zero: bool = False) -> None:
-    """Refuse ``value`` unless it is a finite number > 0 (>= 0 with ``allow_zero``)."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    ok = ok and math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        need = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{owner}: invalid {name}={value!r}; accepted: a finite number {need}")
-
-
-def count(owner: str, name: str, value: Any, *, minimum: int) -> None:
-    """Refuse ``value`` unless it is an integer >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{owner}: invalid {name}={value!r}; accepted: an integer >= {minimum}")
-
-
-def choice(owner: str, name: str, value: Any, accepted: tuple[str, ...]) -> None:
-    """Refuse ``value`` unless it is one of ``accepted``."""
-    if value not in accepted:
-        raise ValueError(
-            f"{owner}: unknown {name}={value!r}; accepted: {', '.join(map(repr, accepted))}"
-        )
-
-
-def flag(owner: str, name: str, value: Any) -> None:
-    """Refuse ``value`` unless it is a bool."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{owner}: invalid {name}={value!r}; accepted: true or false")

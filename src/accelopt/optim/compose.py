@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from accelopt.optim.component import Component, choice, positive
+from accelopt.checks import choice, is_momentum, positive
+from accelopt.optim.component import Component
 
 __all__ = ["BASES", "make_base", "route_knobs"]
 
@@ -53,8 +54,7 @@ def make_base(
     choice("NCEscape", "base", base, BASES)
     positive("NCEscape", "weight_decay", weight_decay, allow_zero=True)
     if base in ("heavyball", "nesterov"):
-        ok = isinstance(momentum, int | float) and not isinstance(momentum, bool)
-        if not (ok and 0 <= momentum < 1):
+        if not is_momentum(momentum):
             raise ValueError(
                 f"NCEscape: invalid momentum={momentum!r}; accepted: a number with 0 <= momentum < 1"
             )

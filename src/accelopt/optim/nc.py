@@ -32,11 +32,12 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from accelopt.checks import count
 from accelopt.curvature.hvp import flat_grad, flatten, unflatten_like
 from accelopt.optim.anchor import Anchor
 from accelopt.optim.cadence import Cadence
 from accelopt.optim.check import Check
-from accelopt.optim.component import Probe, Reduce, build, count
+from accelopt.optim.component import Probe, Reduce, build
 from accelopt.optim.compose import make_base, route_knobs
 from accelopt.optim.phase import Phase, reference_size
 from accelopt.optim.schedule import Schedule

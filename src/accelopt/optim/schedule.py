@@ -19,15 +19,8 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from accelopt.optim.component import (
-    HVP_METHODS,
-    Component,
-    Context,
-    choice,
-    count,
-    flag,
-    positive,
-)
+from accelopt.checks import choice, count, flag, positive
+from accelopt.optim.component import HVP_METHODS, Component, Context
 
 __all__ = ["TIMINGS", "Schedule"]
 

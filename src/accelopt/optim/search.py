@@ -13,19 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from accelopt.checks import choice, count, positive
 from accelopt.curvature.hvp import Closure, HessianOperator, flat_grad
 from accelopt.curvature.power import vr_power
 from accelopt.curvature.search import SearchResult, lanczos, neon2, random_unit
-from accelopt.optim.component import (
-    HVP_METHODS,
-    Batch,
-    Component,
-    Context,
-    Probe,
-    choice,
-    count,
-    positive,
-)
+from accelopt.optim.component import HVP_METHODS, Batch, Component, Context, Probe
 from accelopt.optim.presets import REPORT_POWER
 
 __all__ = ["HVP_METHODS", "Lanczos", "Neon2", "RandomDirection", "Search", "VRPower"]

@@ -20,9 +20,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from accelopt.checks import count, flag, positive
 from accelopt.curvature.hvp import Closure
 from accelopt.curvature.step import NCStep, step_length, take_nc_step
-from accelopt.optim.component import Component, Context, count, flag, positive
+from accelopt.optim.component import Component, Context
 from accelopt.optim.presets import REPORT_STEP
 
 __all__ = ["CarmonStep", "FixedStep", "StepRule", "reduce_loss", "reduced"]

@@ -5,7 +5,7 @@ Usage::
     python -m accelopt.report SWEEP_DIR [--skip-bad] [--baseline heavyball]
         [--pair METHOD=BASE ...] [--out DIR]
 
-Reads **only** the ``metrics.json`` run records (:mod:`accelopt.record`, schema in
+Reads **only** the ``metrics.json`` run records (:mod:`accelopt.run.record`, schema in
 docs/architecture.md) found recursively under ``SWEEP_DIR`` (Hydra multirun layout
 ``<sweep>/<job>/metrics.json``, possibly nested deeper, e.g. one sweep per dataset) and writes
 into ``SWEEP_DIR`` (or ``--out``) ``report.md`` and, for each (dataset, learning rate) with at

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from accelopt.record import NC_HELDOUT_KEYS, NC_KEYS
+from accelopt.run.record import NC_HELDOUT_KEYS, NC_KEYS
 from accelopt.variant import describe
 
 from .records import ReportError, Run, Sweep

@@ -7,7 +7,7 @@ import statistics
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from accelopt.record import NC_HELDOUT_KEYS
+from accelopt.run.record import NC_HELDOUT_KEYS
 
 from .aggregate import NC_COUNT_KEYS, Group, Stats, Summary, fmt_lr
 from .figures import dataset_figure_names, figure_names

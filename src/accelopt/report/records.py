@@ -1,4 +1,4 @@
-"""Finding and loading the run records of a sweep folder (through :mod:`accelopt.record`)."""
+"""Finding and loading the run records of a sweep folder (through :mod:`accelopt.run.record`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from accelopt.record import NC_HELDOUT_KEYS, NC_KEYS, RECORD_NAME, RecordError, RunRecord
+from accelopt.checks import is_number
+from accelopt.run.record import NC_HELDOUT_KEYS, NC_KEYS, RECORD_NAME, RunRecord
+from accelopt.run.record_check import RecordError
 from accelopt.variant import identity_of, variant_hash, variant_identity
 
 __all__ = ["ReportError", "Run", "Sweep", "load_run", "load_runs"]
@@ -101,7 +103,7 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def _number(x: Any) -> float | None:
-    return x if isinstance(x, (int, float)) and not isinstance(x, bool) else None
+    return x if is_number(x) else None
 
 
 def _nc_view(nc: dict[str, Any] | None) -> dict[str, float | None] | None:

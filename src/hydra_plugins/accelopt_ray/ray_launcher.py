@@ -28,11 +28,13 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra_plugins.hydra_ray_launcher.ray_launcher import RayLauncher
 from omegaconf import DictConfig, open_dict
 
+from accelopt.checks import is_int
+
 __all__ = ["AccelOptRayLauncher", "check_hardware", "job_resources", "with_resume"]
 
 
 def _error(message: str) -> Exception:
-    from accelopt.config import ConfigError  # lazy: Hydra imports every plugin at start-up
+    from accelopt.errors import ConfigError  # lazy: Hydra imports every plugin at start-up
 
     return ConfigError(message)
 
@@ -40,7 +42,7 @@ def _error(message: str) -> Exception:
 def job_resources(jobs_per_gpu: Any, num_threads: Any) -> dict[str, float]:
     """Ray resources of one job: ``num_gpus`` = 1/jobs_per_gpu, ``num_cpus`` = num_threads (or 1)."""
     k = jobs_per_gpu
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    if not is_int(k) or k < 1:
         raise _error(
             f"hydra.launcher.jobs_per_gpu={k!r} is invalid: it must be an integer >= 1 (jobs that "
             "share one GPU), e.g. hydra.launcher.jobs_per_gpu=2."
@@ -109,7 +111,7 @@ class AccelOptRayLauncher(RayLauncher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-        from accelopt.config import ConfigError
+        from accelopt.errors import ConfigError
 
         try:
             assert self.config is not None

@@ -15,7 +15,7 @@ file or the new one, never a partial one.
 - every ``every_n_train_steps`` steps when asked, except at an epoch's last batch: a checkpoint
   there would resume into the next epoch and skip this epoch's evaluation, so the epoch-end save
   (moments later) stands for it;
-- when the run is interrupted (SIGTERM, SIGINT; see :mod:`accelopt.callbacks`) at a batch
+- when the run is interrupted (SIGTERM, SIGINT; see :mod:`accelopt.run.recorder`) at a batch
   boundary, so a resubmitted job continues from where it stopped, not from the last save.
 """
 
@@ -30,6 +30,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from accelopt.checks import is_int
 from accelopt.fileio import atomic_write
 
 __all__ = ["AtomicCheckpointIO", "RunCheckpoint", "atomic_torch_save"]
@@ -73,7 +74,7 @@ class RunCheckpoint(ModelCheckpoint):
 
     def __init__(self, dirpath: str, every_n_train_steps: int | None = None) -> None:
         n = every_n_train_steps
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        if n is not None and (not is_int(n) or n < 1):
             raise ValueError(
                 f"callbacks.checkpoint.every_n_train_steps={n!r} is invalid; accepted: an "
                 "integer >= 1 or null (epoch ends only)"
@@ -107,7 +108,7 @@ class RunCheckpoint(ModelCheckpoint):
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
-        # SIGINT is turned into Lightning's SIGTERM stop (accelopt.callbacks.GracefulStop), so
+        # SIGINT is turned into Lightning's SIGTERM stop (accelopt.run.recorder.GracefulStop), so
         # both arrive here as SIGTERMException at a batch boundary; other errors may be mid-step
         if not isinstance(exception, SIGTERMException) or _epoch_training_done(trainer):
             return  # a crash mid-step, or mid-evaluation: keep the last consistent save

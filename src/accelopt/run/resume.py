@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from accelopt.config import ConfigError
-from accelopt.record import RunRecord
+from accelopt.errors import ConfigError
+from accelopt.run.record import RunRecord
 from accelopt.variant import MAY_CHANGE, identity_of
 
 __all__ = [

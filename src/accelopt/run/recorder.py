@@ -1,24 +1,17 @@
-"""Lightning callbacks: the training-only epoch timer, the run recorder and the graceful stop.
+"""The run recorder: a Lightning callback that fills the run's record during fit.
 
-- :class:`EpochTimer` logs ``time/epoch_s``: training time only (evaluation and the measurements
-  of callbacks that declare ``excluded_time_s``, e.g. the curvature monitor, are excluded), and
-  ``time/epoch_cpu_s``: the process's CPU seconds over the same span.
-- :class:`RunRecorder` fills the run's :class:`~accelopt.record.RunRecord` through Lightning's
-  hooks: each step's loss from ``on_train_batch_end(outputs)``, one row per finished epoch, the NC
-  counters. Given the run folder, it writes the record so far there after every epoch, with status
-  ``running``, so a run killed outright (SIGKILL, a lost node) still leaves the epochs it finished.
-  Its state (the record so far, and the run's identity) travels in every checkpoint, so a resumed
-  run keeps its history and a resume with a different config is refused (:mod:`accelopt.resume`).
-- :class:`GracefulStop` turns SIGINT (Ctrl+C) into Lightning's SIGTERM stop: training ends at the
-  next batch boundary, a checkpoint is saved and the record says ``interrupted``. A second SIGINT
-  interrupts at once.
+:class:`RunRecorder` fills the run's :class:`~accelopt.run.record.RunRecord` through Lightning's
+hooks: each step's loss from ``on_train_batch_end(outputs)``, one row per finished epoch, the NC
+counters. Given the run folder, it writes the record so far there after every epoch, with status
+``running``, so a run killed outright (SIGKILL, a lost node) still leaves the epochs it finished.
+Its state (the record so far, and the run's identity) travels in every checkpoint, so a resumed
+run keeps its history and a resume with a different config is refused (:mod:`accelopt.run.resume`).
+The epoch times come from :class:`~accelopt.run.timer.EpochTimer`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -27,99 +20,11 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from accelopt.record import RunRecord
-from accelopt.resume import IDENTITY_KEY
+from accelopt.run.record import RunRecord
+from accelopt.run.resume import IDENTITY_KEY
+from accelopt.run.timer import EpochTimer
 from accelopt.targets import Target, all_reached, check_interval, time_to_target
 from accelopt.variant import variant_hash
-
-
-def _sync(pl_module: L.LightningModule) -> None:
-    if pl_module.device.type == "cuda":
-        torch.cuda.synchronize(pl_module.device)
-
-
-# (logged key, clock, the cumulative seconds other callbacks ask to exclude)
-CLOCKS = (
-    ("time/epoch_s", time.perf_counter, "excluded_time_s"),
-    ("time/epoch_cpu_s", time.process_time, "excluded_cpu_s"),
-)
-
-
-def _excluded(trainer: L.Trainer, attr: str) -> float:
-    return sum(float(getattr(cb, attr, 0.0)) for cb in trainer.callbacks)
-
-
-class EpochTimer(L.Callback):
-    """Logs ``time/epoch_s`` (wall) and ``time/epoch_cpu_s`` (CPU) of each epoch's training part.
-
-    The clocks run from the start of the training epoch and pause while validation runs inside
-    it (Lightning validates before ``on_train_epoch_end``); the seconds other callbacks report in
-    ``excluded_time_s`` / ``excluded_cpu_s`` (cumulative) during the epoch are subtracted. An
-    epoch resumed mid-way counts only its part after the restart. ``time/epoch_cpu_s`` is
-    ``time.process_time`` (every thread of this process): other jobs on a shared machine barely
-    move it, so it is the steadier number for comparing methods run at different times with the
-    same thread count; it is not wall time (with k busy threads it is up to k× larger).
-    """
-
-    def __init__(self) -> None:
-        self._start: list[float] | None = None
-        self._elapsed = [0.0] * len(CLOCKS)
-        self._excluded_at_start = [0.0] * len(CLOCKS)
-        self._in_epoch = False
-        self.last = {key: math.nan for key, _, _ in CLOCKS}
-
-    @property
-    def last_epoch_s(self) -> float:
-        return self.last["time/epoch_s"]
-
-    def _now(self) -> list[float]:
-        return [clock() for _, clock, _ in CLOCKS]
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        _sync(pl_module)
-        self._elapsed, self._start, self._in_epoch = [0.0] * len(CLOCKS), self._now(), True
-        self._excluded_at_start = [_excluded(trainer, attr) for _, _, attr in CLOCKS]
-
-    def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, *a: Any
-    ) -> None:
-        if not self._in_epoch:  # resumed mid-epoch: Lightning does not restart the epoch
-            self.on_train_epoch_start(trainer, pl_module)
-
-    def _pause(self, pl_module: L.LightningModule) -> None:
-        if self._start is not None:
-            _sync(pl_module)
-            self._elapsed = [
-                e + now - t
-                for e, now, t in zip(self._elapsed, self._now(), self._start, strict=True)
-            ]
-            self._start = None
-
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._pause(pl_module)
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._in_epoch:
-            self._start = self._now()
-
-    def so_far(self, trainer: L.Trainer) -> list[float]:
-        """The current epoch's training seconds so far (wall, CPU), as ``time/epoch_s`` and
-        ``time/epoch_cpu_s`` count them; call while the clocks are paused (in validation)."""
-        return [
-            max(e - (_excluded(trainer, attr) - at), 0.0)
-            for e, (_, _, attr), at in zip(
-                self._elapsed, CLOCKS, self._excluded_at_start, strict=True
-            )
-        ]
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._pause(pl_module)
-        self._in_epoch = False
-        for i, (key, _, attr) in enumerate(CLOCKS):
-            excluded = _excluded(trainer, attr) - self._excluded_at_start[i]
-            self.last[key] = max(self._elapsed[i] - excluded, 0.0)
-            pl_module.log(key, self.last[key], on_step=False, on_epoch=True)
-
 
 EPOCH_KEYS = ("val/loss", "val/acc", "test/loss", "test/acc")
 # on-step ``train/*`` scalars not copied into ``train_scalars``: the loss has its own field
@@ -150,11 +55,11 @@ def _step_loss(outputs: Any) -> Tensor | None:
 
 
 class RunRecorder(L.Callback):
-    """Fills ``record`` (a :class:`~accelopt.record.RunRecord`) from Lightning's hooks.
+    """Fills ``record`` (a :class:`~accelopt.run.record.RunRecord`) from Lightning's hooks.
 
     Step losses are kept as tensors until the epoch ends or a checkpoint is saved (no device sync
     per step), then moved into the record. ``identity`` (the run-defining config, see
-    :func:`accelopt.resume.identity`) is written into every checkpoint. With ``out`` (the run
+    :func:`accelopt.run.resume.identity`) is written into every checkpoint. With ``out`` (the run
     folder), rank zero writes the record there (atomically, status ``running``, ``stopped_at_step``
     = the global step reached) after every epoch; the run's end replaces it with the final one.
     """
@@ -325,36 +230,6 @@ class RunRecorder(L.Callback):
         scalars = state_dict.get("train_scalars") or {"step": []}
         self.record.train_scalars = {k: list(v) for k, v in scalars.items()}
         self.record.stop_reason = state_dict.get("stop_reason")
-
-
-class GracefulStop(L.Callback):
-    """SIGINT stops training at the next batch boundary, as SIGTERM does (see the module docstring)."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._previous: Any = None
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        def handler(signum: int, frame: Any) -> None:
-            if self.signal is not None:  # second Ctrl+C: stop now
-                raise KeyboardInterrupt
-            self.signal = signum
-            # hand it to Lightning's own SIGTERM handler (public: whatever is installed for
-            # SIGTERM): training stops at the next batch boundary and a checkpoint is saved
-            on_term = signal.getsignal(signal.SIGTERM)
-            if not callable(on_term):  # no graceful SIGTERM handling here: stop now
-                raise KeyboardInterrupt
-            on_term(signal.SIGTERM, frame)
-
-        try:
-            self._previous = signal.signal(signal.SIGINT, handler)
-        except ValueError:  # not the main thread: leave SIGINT alone
-            self._previous = None
-
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
 
 
 def param_digest(module: torch.nn.Module) -> str:

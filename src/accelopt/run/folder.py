@@ -31,7 +31,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from accelopt.config import ConfigError
+from accelopt.errors import ConfigError
 from accelopt.fileio import atomic_write
 
 try:
