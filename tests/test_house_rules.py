@@ -144,6 +144,10 @@ def test_no_file_reaches_400_lines() -> None:
     assert set(long_files()) <= LONG_FILES, long_files()
 
 
+def test_the_training_entry_point_is_at_most_150_lines() -> None:
+    assert line_count(SRC / "accelopt" / "train.py") <= 150  # compose, build, fit, finalise
+
+
 def test_no_function_is_over_60_lines() -> None:
     assert set(long_functions()) <= LONG_FUNCTIONS, long_functions()
 

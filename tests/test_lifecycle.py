@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -156,6 +157,55 @@ def test_resume_with_a_different_config_is_refused_and_nothing_is_written(
         train(_cfg(run, "trainer.max_epochs=2", change, "ckpt_path=last"))
     assert (run / "metrics.json").read_bytes() == before
     assert (run / "checkpoints" / "last.ckpt").read_bytes() == ckpt_before
+
+
+@pytest.fixture(scope="module")
+def nc_run(tmp_path_factory) -> Path:
+    """One epoch of GOSE: a checkpoint holding a run recorder's and an NC optimizer's state."""
+    run = tmp_path_factory.mktemp("nc") / "run"
+    train(_cfg(run, "trainer.max_epochs=1", "optimizer=gose", "optimizer.every=5"))
+    return run
+
+
+def _schema_1(ckpt: dict) -> None:
+    """The recorder's step losses as accelopt's record schema 1 kept them."""
+    state = ckpt["callbacks"]["RunRecorder"]
+    loss = state.pop("train_loss")
+    state["loss_steps"], state["loss_values"] = loss["step"], loss["value"]
+
+
+def _nc_state_1(ckpt: dict) -> None:
+    """An NC optimizer state without a version entry, as older code wrote it."""
+    ckpt["optimizer_states"][0]["nc"].pop("version")
+
+
+@pytest.mark.parametrize(
+    ("make_old", "message"),
+    [
+        (None, None),  # unchanged: it resumes, so the refusals below are the old formats'
+        (_schema_1, r"record schema 1; this version reads schema 2 and later"),
+        (_nc_state_1, r"NC optimizer state version 1; this version reads 2"),
+    ],
+    ids=["current", "record-schema-1", "nc-state-1"],
+)
+def test_a_checkpoint_of_older_code_is_refused_in_one_line_naming_its_version(
+    nc_run: Path, tmp_path: Path, make_old, message: str | None
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(nc_run, run)
+    resume = ["trainer.max_epochs=2", "optimizer=gose", "optimizer.every=5", "ckpt_path=last"]
+    if make_old is None:
+        assert train(_cfg(run, *resume))["status"] == "completed"
+        return
+    ckpt = _ckpt(run)
+    make_old(ckpt)
+    torch.save(ckpt, run / "checkpoints" / "last.ckpt")
+    before = (run / "metrics.json").read_bytes()
+    line = rf"^checkpoint '.*last\.ckpt' was written by accelopt's {message}: start a new run"
+    with pytest.raises(ConfigError, match=line) as err:
+        train(_cfg(run, *resume))
+    assert "\n" not in str(err.value)
+    assert (run / "metrics.json").read_bytes() == before
 
 
 def test_keys_that_may_change_on_resume_are_accepted(tmp_path: Path) -> None:

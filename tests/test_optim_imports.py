@@ -23,6 +23,24 @@ TORCH_ONLY = ("accelopt.curvature", "accelopt.optim")
 STDLIB_ONLY = ("accelopt.errors", "accelopt.checks")
 # layers, lowest first: a module may import its own layer or a lower one
 LAYERS = (*STDLIB_ONLY, "accelopt.curvature", "accelopt.optim")
+# the whole package in the bands of docs/architecture.md ("Layers"), lowest first: a module
+# imports its own band or a lower one, and every module is in one
+BANDS = (
+    ("accelopt.errors", "accelopt.checks", "accelopt.confdir", "accelopt.fileio"),
+    ("accelopt.curvature",),
+    ("accelopt.optim",),
+    (
+        "accelopt.models",
+        "accelopt.data",
+        "accelopt.monitor",
+        "accelopt.optim_protocol",
+        "accelopt.schedules",
+        "accelopt.targets",
+        "accelopt.variant",
+    ),
+    ("accelopt.run", "accelopt.config", "accelopt.analysis"),
+    ("accelopt.train", "accelopt.eval", "accelopt.cli", "accelopt.schema", "accelopt.report"),
+)
 
 
 def modules(src: Path = SRC) -> dict[str, Path]:
@@ -158,6 +176,52 @@ def test_the_layer_check_refuses_an_upward_or_foreign_import() -> None:
         "accelopt.optim.c": ["accelopt.train"],
         "accelopt.checks": ["ext:torch"],
         "accelopt.errors": ["accelopt.checks"],
+    }
+
+
+def _band(name: str) -> int | None:
+    if name == PACKAGE:
+        return 0  # the package's own __init__ (it imports nothing)
+    return next(
+        (
+            i
+            for i, tops in enumerate(BANDS)
+            for top in tops
+            if name == top or name.startswith(top + ".")
+        ),
+        None,
+    )
+
+
+def band_violations(g: dict[str, set[str]]) -> dict[str, list[str]]:
+    """``{module: [problems]}``: a module in no band, or an import of a higher band's module."""
+    bad = {}
+    for name, deps in g.items():
+        own = _band(name)
+        if own is None:
+            bad[name] = ["in no band"]
+            continue
+        internal = (d for d in deps if not d.startswith("ext:"))
+        wrong = sorted(d for d in internal if _band(d) is None or _band(d) > own)  # type: ignore[operator]
+        if wrong:
+            bad[name] = wrong
+    return bad
+
+
+def test_every_module_imports_only_its_own_band_or_a_lower_one() -> None:
+    assert band_violations(graph()) == {}
+
+
+def test_the_band_check_sees_an_upward_import_and_a_module_in_no_band() -> None:
+    g = {
+        "accelopt.run.x": {"accelopt.train", "accelopt.optim.nc", "ext:torch"},  # train: upward
+        "accelopt.optim.nc": {"accelopt.checks"},
+        "accelopt.new": {"accelopt.checks"},  # placed nowhere
+        "accelopt.optim_protocol": {"accelopt.optim"},  # not a submodule of accelopt.optim
+    }
+    assert band_violations(g) == {
+        "accelopt.run.x": ["accelopt.train"],
+        "accelopt.new": ["in no band"],
     }
 
 

@@ -251,17 +251,6 @@ def test_add_step_loss_and_add_epoch_idempotent_on_resume() -> None:
         rec.add_epoch({"step": 3})
 
 
-def test_truncate() -> None:
-    rec = filled()  # losses at steps 0..5, epochs ending at steps 3 and 6
-    rec.truncate(3)
-    assert rec.train_loss == {"step": [0, 1, 2], "value": [2.0, 1.9, 1.8]}
-    assert [e["epoch"] for e in rec.epochs] == [0]
-    rec.add_step_loss(3, 1.0)
-    assert rec.train_loss["step"] == [0, 1, 2, 3]
-    rec.truncate(0)
-    assert rec.train_loss == {"step": [], "value": []} and rec.epochs == []
-
-
 def test_write_keeps_old_file_when_serialising_fails(tmp_path: Path) -> None:
     rec = filled()
     path = rec.write(tmp_path)
@@ -363,6 +352,3 @@ def test_schema_3_fields_round_trip(tmp_path: Path) -> None:
         rec.targets,
         rec.stop_reason,
     )
-    back.truncate(15)
-    assert [e["step"] for e in back.evals] == [10] and back.train_scalars["step"] == [10]
-    assert back.train_scalars["train/grad_norm"] == [None]

@@ -39,7 +39,7 @@ __all__ = ["TRAINER_KEYS", "SchemaError", "check_composed", "register", "trainer
 TRAINER_KEYS: tuple[str, ...] = tuple(
     OmegaConf.load(Path(CONFIG_DIR) / "train.yaml").trainer.keys()  # type: ignore[union-attr]
 )
-# Trainer arguments accelopt sets itself (accelopt.train.build_trainer), and where to set them.
+# Trainer arguments accelopt sets itself (accelopt.run.build.build_trainer), and where to set them.
 SET_ELSEWHERE = {
     "accelerator": "hardware.accelerator",
     "strategy": "hardware.strategy",

@@ -1,12 +1,14 @@
 """What the NC components share: a registry by kind and name, the context.
 
-The NC-escape optimizer (:class:`accelopt.optim.NCEscape`) composes three kinds of components,
+The NC-escape optimizer (:class:`accelopt.optim.NCEscape`) composes components of five kinds,
 each a small class that owns and validates its own knobs:
 
 - a **check** (:class:`accelopt.optim.check.Check`): is the iterate in the small-gradient region?
 - a **search** (:class:`accelopt.optim.search.Search`): a direction of negative curvature;
 - a **step rule** (:class:`accelopt.optim.step.StepRule`): how far to go along it, with which
-  sign, and whether to keep the step.
+  sign, and whether to keep the step;
+- the **schedule** (:class:`accelopt.optim.schedule.Schedule`): when a phase runs, and its knobs;
+- optionally a **cadence** (:class:`accelopt.optim.cadence.Cadence`): a phase rule of its own.
 
 Subclassing a kind's base class with a ``name`` registers the class under that name, so a new
 check or search is one class; ``NCEscape(check="mine")`` and the ``**knobs`` keywords then find
@@ -102,7 +104,8 @@ class Component:
 
 
 def registry(kind: str) -> dict[str, type[Component]]:
-    """The registered components of ``kind`` (``"check"``, ``"search"``, ``"step"``) by name."""
+    """The registered components of ``kind`` (``"check"``, ``"search"``, ``"step"``,
+    ``"schedule"``, ``"cadence"``) by name."""
     return dict(_REGISTRY.get(kind, {}))
 
 

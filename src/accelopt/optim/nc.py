@@ -44,7 +44,7 @@ from accelopt.optim.schedule import Schedule
 from accelopt.optim.search import Search
 from accelopt.optim.step import StepRule
 
-__all__ = ["COUNTER_KEYS", "STATE_VERSION", "NCEscape"]
+__all__ = ["COUNTER_KEYS", "STATE_VERSION", "NCEscape", "state_version"]
 
 Closure = Callable[[], Tensor]
 COUNTER_KEYS = (
@@ -68,7 +68,12 @@ COUNTER_KEYS = (
     "heldout_loss_change",
 )
 NAN_KEYS = "lambda_min", "lambda_last", "heldout_curvature", "heldout_loss_change"  # NaN until set
-STATE_VERSION = 2  # of state_dict()["nc"]; 1: before the components (a "noise_check" entry)
+STATE_VERSION = 2  # of state_dict()["nc"]; states of older code have no "version" entry
+
+
+def state_version(nc: dict[str, Any]) -> int:
+    """The version of a saved ``state_dict()["nc"]``; one without a ``version`` entry is 1."""
+    return nc.get("version", 1)
 
 
 def _assemble(
@@ -309,11 +314,11 @@ class NCEscape(Optimizer):
                 f"{type(self).__name__}.load_state_dict: the state has no 'nc' entry "
                 "(not saved by an NCEscape optimizer)"
             )
-        version = nc.get("version", 2 if "check" in nc else 1)
+        version = state_version(nc)
         if version != STATE_VERSION:
             raise ValueError(
-                f"{type(self).__name__}.load_state_dict: unsupported NC state version {version} "
-                f"(1: saved before the component redesign); accepted: {STATE_VERSION}"
+                f"{type(self).__name__}.load_state_dict: NC state version {version} was saved by "
+                f"older accelopt code; this version reads version {STATE_VERSION}"
             )
         self.base.load_state_dict(state_dict)
         self._link()
@@ -323,9 +328,9 @@ class NCEscape(Optimizer):
             return None if t is None else t.detach().clone().to(dtype=ref.dtype, device=ref.device)
 
         self.n_steps = int(nc["n_steps"])
-        self.counters = self._fresh_counters()  # keys added since the save start at 0
+        self.counters = self._fresh_counters()
         self.counters.update({k: float(v) for k, v in nc["counters"].items()})
-        self.nc_log = [dict(entry) for entry in nc.get("log", [])]
+        self.nc_log = [dict(entry) for entry in nc["log"]]
         self.anchor.load(nc["anchor"], ref)
         self.direction = vec(nc["direction"])
         self.generator.set_state(nc["generator"].cpu())

@@ -114,20 +114,6 @@ class RunRecord:
                 return
         self.epochs.append(row)
 
-    def truncate(self, step: int) -> None:
-        """Forget what happened from global step ``step`` on (a run resumed from there).
-
-        Drops step losses with step ≥ ``step``, epochs and evaluations whose ``"step"`` >
-        ``step`` and train scalars with step > ``step``.
-        """
-        steps, values = self.train_loss["step"], self.train_loss["value"]
-        keep = [i for i, s in enumerate(steps) if s < step]
-        self.train_loss = {"step": [steps[i] for i in keep], "value": [values[i] for i in keep]}
-        self.epochs = [e for e in self.epochs if (e.get("step") or 0) <= step]
-        self.evals = [e for e in self.evals if (e.get("step") or 0) <= step]
-        keep = [i for i, s in enumerate(self.train_scalars["step"]) if s <= step]
-        self.train_scalars = {k: [v[i] for i in keep] for k, v in self.train_scalars.items()}
-
     def add_eval(self, row: dict[str, Any]) -> None:
         """Append one evaluation's row (``step`` required); a row with the same step is replaced."""
         if not is_int(row.get("step")):

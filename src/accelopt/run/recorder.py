@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from accelopt.run.record import RunRecord
-from accelopt.run.resume import IDENTITY_KEY
+from accelopt.run.resume import IDENTITY_KEY, RECORDER_KEY
 from accelopt.run.timer import EpochTimer
 from accelopt.targets import Target, all_reached, check_interval, time_to_target
 from accelopt.variant import variant_hash
@@ -202,6 +202,11 @@ class RunRecorder(L.Callback):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exc: Any) -> None:
         self.flush()
 
+    @property
+    def state_key(self) -> str:
+        """Where its state lives in a checkpoint (``callbacks[...]``), as resume reads it."""
+        return RECORDER_KEY
+
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
@@ -220,10 +225,7 @@ class RunRecorder(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending.clear()
-        if "train_loss" in state_dict:
-            loss = state_dict["train_loss"]
-        else:  # checkpoints of schema-1 runs
-            loss = {"step": state_dict["loss_steps"], "value": state_dict["loss_values"]}
+        loss = state_dict["train_loss"]  # record schema 1 states are refused before the run
         self.record.epochs = [dict(e) for e in state_dict["epochs"]]
         self.record.train_loss = {"step": list(loss["step"]), "value": list(loss["value"])}
         self.record.evals = [dict(e) for e in state_dict.get("evals", [])]

@@ -3,8 +3,9 @@
 A checkpoint carries the run's *identity*: the resolved config minus the keys that may change
 between a run and its resumption (:data:`MAY_CHANGE`). :func:`resolve_checkpoint` finds and reads
 the checkpoint before any work starts and refuses, with one line per problem, a file that is
-missing or unreadable, or whose identity differs from the current config (each differing key named
-with both values). Nothing is written by a refused resume.
+missing or unreadable, written by older code (record schema 1, or an NC optimizer state of another
+version: the line names it), or whose identity differs from the current config (each differing key
+named with both values). Nothing is written by a refused resume.
 
 :func:`check_start` decides what a run does with the record already in its folder: a finished
 (completed or diverged) run is left as it was by a resubmission with ``ckpt_path=last``, and a
@@ -23,6 +24,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from accelopt.errors import ConfigError
+from accelopt.optim.nc import STATE_VERSION, state_version
 from accelopt.run.record import RunRecord
 from accelopt.variant import MAY_CHANGE, identity_of
 
@@ -37,6 +39,7 @@ __all__ = [
 ]
 
 IDENTITY_KEY = "accelopt_identity"
+RECORDER_KEY = "RunRecorder"  # the run recorder's state in a checkpoint (its Lightning state_key)
 
 
 def identity(cfg: DictConfig) -> dict[str, Any]:
@@ -100,7 +103,25 @@ def _read(path: Path) -> dict[str, Any]:
             f"checkpoint {str(path)!r} is not a Lightning checkpoint (no 'state_dict'): give a "
             "file written by accelopt.train, or ckpt_path=last."
         )
+    _check_versions(path, ckpt)
     return ckpt
+
+
+def _check_versions(path: Path, ckpt: dict[str, Any]) -> None:
+    """Refuse (one line) a checkpoint whose run record or NC optimizer state is of older code."""
+    old = None
+    recorder = (ckpt.get("callbacks") or {}).get(RECORDER_KEY)
+    if isinstance(recorder, dict) and "train_loss" not in recorder:
+        old = "record schema 1; this version reads schema 2 and later"
+    for state in ckpt.get("optimizer_states") or []:
+        nc = state.get("nc") if isinstance(state, dict) else None
+        if isinstance(nc, dict) and state_version(nc) != STATE_VERSION:
+            old = f"NC optimizer state version {state_version(nc)}; this version reads {STATE_VERSION}"
+    if old is not None:
+        raise ConfigError(
+            f"checkpoint {str(path)!r} was written by accelopt's {old}: start a new run in "
+            "another folder (hydra.run.dir=...)."
+        )
 
 
 def checkpoint_dir(cfg: DictConfig, out: Path) -> Path:
