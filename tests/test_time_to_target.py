@@ -221,7 +221,13 @@ def _fake(root: Path, method: str, seed: int, accs: list[float]) -> None:
     rec = RunRecord(method=method, dataset="toy", lr=0.1, seed=seed, config_groups={})
     rec.config = {"seed": seed, "optimizer": {"name": method, "lr": 0.1}}
     rec.evals = [
-        {"step": 10 * (i + 1), "epoch": 0, "time/train_s": float(i + 1), "val/acc": a}
+        {
+            "step": 10 * (i + 1),
+            "epoch": 0,
+            "time/train_s": float(i + 1),
+            "time/train_cpu_s": float((i + 1) ** 2),  # CPU ratios differ from wall ratios
+            "val/acc": a,
+        }
         for i, a in enumerate(accs)
     ]
     rec.targets = time_to_target(rec.evals, parse_targets({"val/acc": [0.5, 0.9]}))
@@ -245,7 +251,10 @@ def test_time_to_target_rows_medians_and_paired_ratios(tmp_path: Path) -> None:
     assert (hb9.reached, hb9.median, hb9.lo) == (1, float("inf"), 3.0)  # half missed: inf
     assert g5.base == "heavyball" and g5.ratios == (1.0 / 2.0, 3.0 / 1.0)  # seeds 1, 2
     assert g9.ratios == (2.0 / 3.0,)  # only seed 1 reached it in both
-    assert hb5.base is None and hb5.ratios == ()
+    assert g5.cpu_ratios == (1.0 / 4.0, 9.0 / 1.0) and g9.cpu_ratios == (4.0 / 9.0,)
+    assert (hb5.steps_median, hb5.cpu_median) == (15.0, 2.5)  # steps 20, 10; CPU 4, 1
+    assert g9.steps_median == float("inf")  # seed 2 never reached it: half missed
+    assert hb5.base is None and hb5.ratios == () and hb5.cpu_ratios == ()
 
 
 @pytest.mark.slow

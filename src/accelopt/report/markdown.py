@@ -10,6 +10,7 @@ from typing import Any
 from accelopt.run.record import NC_HELDOUT_KEYS
 
 from .aggregate import NC_COUNT_KEYS, Group, Stats, Summary, fmt_lr
+from .curvature import curvature_summary
 from .figures import dataset_figure_names, figure_names
 from .paired import Paired, paired
 from .records import Sweep
@@ -40,6 +41,13 @@ CAPTIONS = {
     "test_acc_vs_lr": "Final test accuracy vs learning rate (mean, error bars = min–max; "
     "× = did not complete)",
 }
+CURVATURE_PREAMBLE = (
+    "λ_min/λ_max of the monitor's fixed probe batch (a few Lanczos steps: λ_max is a lower bound "
+    "of the largest eigenvalue, λ_min an upper bound of the smallest). *first*: the first "
+    "measurement (step 0); *median*: each run's median over its later measurements, then the "
+    "median over runs; *last*: the last measurement; the count of later measurements with "
+    "λ_min < 0, all runs together."
+)
 PAIRED_PREAMBLE = (
     "Each method against its base (`--pair METHOD=BASE`), paired by seed: only seeds where both "
     "runs completed. Difference = method − base final test accuracy: mean ± std over the pairs, "
@@ -189,39 +197,45 @@ TTT_PREAMBLE = (
     "runs, a run that never reached it counting as infinitely slow (*not reached* once half "
     "missed it); [min, max] over the runs that reached it. Ratio: method / base seconds, seed by "
     "seed where both reached it (base as in the paired comparison, else the baseline): median "
-    "[min, max] (k pairs)."
+    "[min, max] (k pairs), of wall seconds and of CPU seconds. Steps and the process's CPU "
+    "seconds do not move when other work shares the machine; wall seconds do."
 )
 
 
+def _ratio_cell(ratios: Sequence[float]) -> str:
+    if not ratios:
+        return DASH
+    r = sorted(ratios)
+    mid, lo, hi = (_f(x, RATIO_DECIMALS) for x in (statistics.median(r), r[0], r[-1]))
+    return f"{mid} [{lo}, {hi}] ({len(r)} pairs)"
+
+
 def _ttt_row(t: TimeToTarget) -> list[str]:
-    def secs(x: float) -> str:
-        return "not reached" if math.isinf(x) else _f(x, SECONDS_DECIMALS)
+    def secs(x: float, decimals: int = SECONDS_DECIMALS) -> str:
+        return "not reached" if math.isinf(x) else _f(x, decimals)
 
     span = DASH if t.lo is None else f"[{_f(t.lo, SECONDS_DECIMALS)}, {_f(t.hi, SECONDS_DECIMALS)}]"
-    ratio = DASH
-    if t.ratios:
-        r = sorted(t.ratios)
-        mid, lo, hi = (_f(x, RATIO_DECIMALS) for x in (statistics.median(r), r[0], r[-1]))
-        ratio = f"{mid} [{lo}, {hi}] ({len(r)} pairs)"
     side = "≤" if t.metric.endswith("loss") else "≥"
     return [
         t.group.method,
         fmt_lr(t.group.lr),
         f"{t.metric} {side} {t.threshold:g}",
         f"{t.reached}/{t.n}",
+        secs(t.steps_median, 0),
         secs(t.median),
         span,
         secs(t.cpu_median),
         t.base or DASH,
-        ratio,
+        _ratio_cell(t.ratios),
+        _ratio_cell(t.cpu_ratios),
     ]
 
 
 def _ttt_section(rows: Sequence[TimeToTarget]) -> list[str]:
     if not rows:
         return []
-    header = ["method", "lr", "target", "reached", "median s", "[min, max] s", "median CPU s"]
-    header += ["base", "ratio to base"]
+    header = ["method", "lr", "target", "reached", "median steps", "median s", "[min, max] s"]
+    header += ["median CPU s", "base", "ratio to base", "CPU ratio to base"]
     out = ["", "### Time to target", "", TTT_PREAMBLE, ""]
     return out + [_table(header, (_ttt_row(t) for t in rows))]
 
@@ -291,7 +305,25 @@ def _lr_section(
     )
     out.append(_table(["method", "n", "mean ± std", f"ratio to {summary.baseline}"], rows))
     out += ["", "#### NC counters (mean per completed run)", "", _nc_table(gs)]
-    return out
+    return out + _curvature_table(gs)
+
+
+def _curvature_table(gs: Sequence[Group]) -> list[str]:
+    """The curvature monitor's λ_min/λ_max per group, when the runs used it."""
+    rows = []
+    for g in gs:
+        c = curvature_summary(g)
+        if c is None:
+            continue
+        lam = [c.first_min, c.first_max, c.median_min, c.median_max, c.last_min, c.last_max]
+        rows.append([g.method, c.runs, *(_f(x, 2) for x in lam), f"{c.negative}/{c.points}"])
+    if not rows:
+        return []
+    header = ["method", "runs", "λ_min first", "λ_max first", "λ_min median", "λ_max median"]
+    header += ["λ_min last", "λ_max last", "later λ_min < 0"]
+    return ["", "#### Curvature monitor (median over runs)", "", CURVATURE_PREAMBLE, ""] + [
+        _table(header, rows)
+    ]
 
 
 def _jobs(sweep: Sweep) -> list[str]:
