@@ -248,7 +248,7 @@ class TorchvisionModelConf(ModelConf):
 
 @dataclass
 class CheckpointConf:
-    """``callbacks.checkpoint`` (accelopt.checkpoint.RunCheckpoint)."""
+    """``callbacks.checkpoint`` (accelopt.run.checkpoint.RunCheckpoint)."""
 
     _target_: str = MISSING
     dirpath: str = MISSING
